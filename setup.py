@@ -1,0 +1,49 @@
+"""Build glue: the Cython hot path and the gRPC stubs.
+
+Stubs are generated from chaosfs/proto/*.proto at build time (never committed), so the
+.proto files stay the single source of truth for the wire format.
+"""
+import glob
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def generate_grpc_stubs() -> None:
+    from grpc_tools import protoc
+    import grpc_tools
+
+    protos = sorted(glob.glob(os.path.join("chaosfs", "proto", "*.proto")))
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    for proto in protos:
+        rc = protoc.main([
+            "grpc_tools.protoc",
+            f"-I{HERE}",
+            f"-I{well_known}",
+            f"--python_out={HERE}",
+            f"--pyi_out={HERE}",
+            f"--grpc_python_out={HERE}",
+            proto,
+        ])
+        if rc != 0:
+            sys.exit(f"protoc failed on {proto}")
+
+
+os.chdir(HERE)
+generate_grpc_stubs()
+
+extensions = [
+    Extension("chaosfs._hot", ["chaosfs/_hot.pyx"], extra_compile_args=["-O2"]),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    ),
+)
