@@ -16,6 +16,7 @@ A broken ConfigMap never stops the others: :func:`build_config_set` collects one
 from __future__ import annotations
 
 import os
+import threading
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -420,3 +421,33 @@ class Settings:
             raise ConfigError("configmap labels must select something (e.g. "
                               f"{DEFAULT_CONFIGMAP_LABELS})")
         return cls(ns, tsel, csel)
+
+
+class ConfigStore:
+    """Holds the current ConfigSet; a swap replaces it atomically for every later reader."""
+
+    def __init__(self, initial: ConfigSet | None = None) -> None:
+        self._lock = threading.Lock()
+        self._current = initial if initial is not None else ConfigSet()
+        self._loaded = threading.Event()
+        self.generation = 0
+        if initial is not None:
+            self._loaded.set()
+
+    @property
+    def current(self) -> ConfigSet:
+        return self._current  # a single reference read: never a half-built set
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return self._loaded.wait(timeout)
+
+    def swap(self, new: ConfigSet) -> ConfigSet:
+        with self._lock:
+            old, self._current = self._current, new
+            self.generation += 1
+        self._loaded.set()
+        return old
