@@ -1,1 +1,336 @@
-# placeholder, replaced by the hot path
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The per-request hot path: read, write, fsync, flush, release and the fault gate.
+
+Handlers take the backing fd straight from the file handle (fh *is* the backing fd), so the
+no-rule path is: one flag test, one syscall with the GIL released, one bytes object.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.errno cimport errno, EINTR, EINVAL
+from libc.string cimport memcpy
+from posix.types cimport off_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+import os
+import trio
+from pyfuse3 import FUSEError
+
+from chaosfs import methods as _m
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+    ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+    int close(int fd)
+    int dup(int fd)
+    int fsync(int fd)
+    int fdatasync(int fd)
+
+cdef extern from "<stdio.h>" nogil:
+    int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+                  unsigned int flags)
+
+cdef extern from "<fcntl.h>" nogil:
+    int AT_EMPTY_PATH
+    int AT_SYMLINK_NOFOLLOW
+    int AT_FDCWD
+    int fchownat(int dirfd, const char *pathname, unsigned int owner, unsigned int group, int flags)
+    int fallocate(int fd, int mode, off_t offset, off_t len)
+
+cdef extern from "<sys/stat.h>" nogil:
+    long UTIME_NOW
+    long UTIME_OMIT
+    int utimensat(int dirfd, const char *pathname, const timespec times[2], int flags)
+
+# Method ids the hot handlers use; checked against methods.py at import.
+cdef enum:
+    M_READ = 1
+    M_WRITE = 2
+    M_FSYNC = 6
+    M_FLUSH = 7
+    M_RELEASE = 8
+
+assert _m.METHOD_ID["read"] == M_READ and _m.METHOD_ID["write"] == M_WRITE
+assert _m.METHOD_ID["fsync"] == M_FSYNC and _m.METHOD_ID["flush"] == M_FLUSH
+assert _m.METHOD_ID["release"] == M_RELEASE
+assert len(_m.ALL_METHODS) <= N_METHODS
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def monotonic() -> float:
+    return _now()
+
+
+cdef class Node:
+    def __cinit__(self):
+        self.fd = -1
+        self.lookups = 0
+        self.match_epoch = 0
+        self.matched = ()
+        self.name = b""
+        self.parent = None
+
+    def __repr__(self):
+        return f"Node(ino={self.ino}, name={self.name!r}, fd={self.fd}, lookups={self.lookups})"
+
+
+cdef class FaultGate:
+    def __cinit__(self):
+        self.active = False
+        self.cache_sensitive = False
+        self.epoch = 1
+        self.rules = ()
+        self.timing = True
+
+    cpdef tuple match(self, Node node):
+        """Rules whose path pattern matches this node; cached per node until the epoch moves."""
+        cdef str path = self.path_of(node)
+        node.matched = tuple([r for r in self.rules if r.matches_path(path)])
+        node.match_epoch = self.epoch
+        return node.matched
+
+    cpdef object check(self, int method, Node node):
+        """None (proceed normally) or a Verdict; never costs more than a flag when idle."""
+        if not self.active:
+            return None
+        if node.match_epoch != self.epoch:
+            self.match(node)
+        if not node.matched:
+            return None
+        return self.verdict_of(method, node.matched)
+
+    def check_path(self, int method, str path):
+        """Like check, for a name that has no node (create, mkdir, unlink, rename targets)."""
+        if not self.active:
+            return None
+        return self.path_check(method, path)
+
+    cdef inline void record(self, int method, double t0, bint failed) noexcept:
+        cdef double us = (_now() - t0) * 1e6
+        cdef int b = 0
+        cdef double edge = 1.0
+        self.counts[method] += 1
+        if failed:
+            self.errors[method] += 1
+        while us >= edge and b < N_BUCKETS - 1:
+            edge *= 2.0
+            b += 1
+        self.hist[method][b] += 1
+
+    def note(self, int method, double t0, bint failed=False):
+        """Record one operation of the cold path (Python handlers) in the stats."""
+        self.record(method, t0, failed)
+
+    def stats(self):
+        """{method id: (count, errors, [bucket counts])}; bucket b holds latencies < 2**b µs."""
+        out = {}
+        cdef int m, b
+        for m in range(N_METHODS):
+            if self.counts[m]:
+                out[m] = (self.counts[m], self.errors[m], [self.hist[m][b] for b in range(N_BUCKETS)])
+        return out
+
+    def reset_stats(self):
+        cdef int m, b
+        for m in range(N_METHODS):
+            self.counts[m] = 0
+            self.errors[m] = 0
+            for b in range(N_BUCKETS):
+                self.hist[m][b] = 0
+
+
+cdef object _pread(int fd, off_t off, size_t size):
+    cdef ssize_t n
+    cdef object buf = PyBytes_FromStringAndSize(NULL, size)
+    cdef char *p = PyBytes_AS_STRING(buf)
+    with nogil:
+        n = pread(fd, p, size, off)
+        while n < 0 and errno == EINTR:
+            n = pread(fd, p, size, off)
+    if n < 0:
+        raise FUSEError(errno)
+    if <size_t>n < size:
+        return buf[:n]
+    return buf
+
+
+cdef size_t _pwrite(int fd, off_t off, object data) except? 0:
+    cdef Py_buffer view
+    cdef ssize_t n
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        with nogil:
+            n = pwrite(fd, view.buf, view.len, off)
+            while n < 0 and errno == EINTR:
+                n = pwrite(fd, view.buf, view.len, off)
+    finally:
+        PyBuffer_Release(&view)
+    if n < 0:
+        raise FUSEError(errno)
+    return <size_t>n
+
+
+def pread_fd(int fd, off_t off, size_t size):
+    return _pread(fd, off, size)
+
+
+def pwrite_fd(int fd, off_t off, data):
+    return _pwrite(fd, off, data)
+
+
+def _sync(int fd, bint datasync):
+    cdef int rc
+    with nogil:
+        rc = fdatasync(fd) if datasync else fsync(fd)
+    return errno if rc < 0 else 0
+
+
+cdef class HotPath:
+    """read/write/fsync/flush/release for pyfuse3. `handles` maps fh -> Handle (fd, node)."""
+
+    def __cinit__(self):
+        self.handles = {}
+        self.gate = FaultGate()
+
+    async def read(self, fh, off, size):
+        cdef double t0 = _now()
+        cdef int fd = fh
+        cdef object v
+        if self.gate.active:
+            v = self.gate.check(M_READ, (<object>self.handles[fh]).node)
+            if v is not None:
+                try:
+                    data = await v.apply_read(fd, off, size, pread_fd)
+                except FUSEError:
+                    self.gate.record(M_READ, t0, True)
+                    raise
+                self.gate.record(M_READ, t0, False)
+                return data
+        try:
+            data = _pread(fd, off, size)
+        except FUSEError:
+            self.gate.record(M_READ, t0, True)
+            raise
+        self.gate.record(M_READ, t0, False)
+        return data
+
+    async def write(self, fh, off, buf):
+        cdef double t0 = _now()
+        cdef int fd = fh
+        cdef size_t n
+        if self.gate.active:
+            v = self.gate.check(M_WRITE, (<object>self.handles[fh]).node)
+            if v is not None:
+                try:
+                    n = await v.apply_write(fd, off, buf, pwrite_fd)
+                except FUSEError:
+                    self.gate.record(M_WRITE, t0, True)
+                    raise
+                self.gate.record(M_WRITE, t0, False)
+                return n
+        try:
+            n = _pwrite(fd, off, buf)
+        except FUSEError:
+            self.gate.record(M_WRITE, t0, True)
+            raise
+        self.gate.record(M_WRITE, t0, False)
+        return n
+
+    async def fsync(self, fh, datasync):
+        cdef double t0 = _now()
+        cdef int fd = fh
+        cdef int err
+        if self.gate.active:
+            v = self.gate.check(M_FSYNC, (<object>self.handles[fh]).node)
+            if v is not None:
+                await v.apply_plain()
+        # fsync can take tens of ms: a worker thread keeps the loop serving other files.
+        err = await trio.to_thread.run_sync(_sync, fd, bool(datasync))
+        self.gate.record(M_FSYNC, t0, err != 0)
+        if err:
+            raise FUSEError(err)
+
+    async def flush(self, fh):
+        cdef double t0 = _now()
+        cdef int fd = fh
+        cdef int nfd, rc
+        if self.gate.active:
+            v = self.gate.check(M_FLUSH, (<object>self.handles[fh]).node)
+            if v is not None:
+                await v.apply_plain()
+        # close(dup(fd)) gives the backing fs the close-time hook (and error) of a real close.
+        with nogil:
+            nfd = dup(fd)
+            rc = close(nfd) if nfd >= 0 else -1
+        self.gate.record(M_FLUSH, t0, rc < 0)
+        if rc < 0:
+            raise FUSEError(errno)
+
+    async def release(self, fh):
+        cdef double t0 = _now()
+        cdef int fd = fh
+        h = self.handles.pop(fh, None)
+        if self.gate.active and h is not None:
+            v = self.gate.check(M_RELEASE, h.node)
+            if v is not None:
+                await v.apply_delay_only()
+        with nogil:
+            close(fd)
+        self.gate.record(M_RELEASE, t0, False)
+
+
+# ---- syscalls Python's os module cannot express ------------------------------------------
+
+def rename2(int olddirfd, bytes old, int newdirfd, bytes new, unsigned int flags):
+    cdef int rc
+    cdef const char *o = old
+    cdef const char *n = new
+    with nogil:
+        rc = renameat2(olddirfd, o, newdirfd, n, flags)
+    if rc < 0:
+        raise OSError(errno, os.strerror(errno))
+
+
+def chown_fd(int fd, long long uid, long long gid):
+    """fchownat(fd, "", ..., AT_EMPTY_PATH): works on O_PATH fds and on symlinks."""
+    cdef int rc
+    with nogil:
+        rc = fchownat(fd, b"", <unsigned int>uid, <unsigned int>gid,
+                      AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+    if rc < 0:
+        raise OSError(errno, os.strerror(errno))
+
+
+def utimens_at(int dirfd, bytes path, object atime_ns, object mtime_ns, bint nofollow):
+    """utimensat with UTIME_OMIT for a None time (what setattr's missing field means)."""
+    cdef timespec ts[2]
+    cdef int rc
+    cdef const char *p = path
+    if atime_ns is None:
+        ts[0].tv_sec = 0
+        ts[0].tv_nsec = UTIME_OMIT
+    else:
+        ts[0].tv_sec = atime_ns // 1000000000
+        ts[0].tv_nsec = atime_ns % 1000000000
+    if mtime_ns is None:
+        ts[1].tv_sec = 0
+        ts[1].tv_nsec = UTIME_OMIT
+    else:
+        ts[1].tv_sec = mtime_ns // 1000000000
+        ts[1].tv_nsec = mtime_ns % 1000000000
+    with nogil:
+        rc = utimensat(dirfd, p, ts, AT_SYMLINK_NOFOLLOW if nofollow else 0)
+    if rc < 0:
+        raise OSError(errno, os.strerror(errno))
+
+
+def fallocate_fd(int fd, int mode, off_t offset, off_t length):
+    cdef int rc
+    with nogil:
+        rc = fallocate(fd, mode, offset, length)
+    if rc < 0:
+        raise OSError(errno, os.strerror(errno))

@@ -1,0 +1,45 @@
+# C-level declarations of the hot path: the inode record, the fault gate and the handlers
+# that run for every read/write. Everything slow or rare lives in plain Python.
+
+cdef enum:
+    N_METHODS = 48
+    N_BUCKETS = 32
+
+cdef class Node:
+    # One kernel-visible inode. `fd` is an O_PATH handle (or -1 until first needed);
+    # parent/name locate it for *at() calls and for fault-path matching.
+    cdef public long long ino
+    cdef public long long dev
+    cdef public long long bino
+    cdef public long long lookups
+    cdef public int fd
+    cdef public bint is_dir
+    cdef public bint is_link
+    cdef public object parent
+    cdef public bytes name
+    cdef public unsigned long long match_epoch
+    cdef public tuple matched
+
+
+cdef class FaultGate:
+    # `active` is the one test the no-rule path pays. Rule sets are immutable snapshots
+    # swapped in by the control plane; `epoch` invalidates every Node's match cache.
+    cdef public bint active
+    cdef public bint cache_sensitive
+    cdef public unsigned long long epoch
+    cdef public tuple rules
+    cdef public object path_of
+    cdef public object verdict_of
+    cdef public object path_check
+    cdef unsigned long long counts[N_METHODS]
+    cdef unsigned long long hist[N_METHODS][N_BUCKETS]
+    cdef unsigned long long errors[N_METHODS]
+    cdef bint timing
+    cpdef object check(self, int method, Node node)
+    cpdef tuple match(self, Node node)
+    cdef inline void record(self, int method, double t0, bint failed) noexcept
+
+
+cdef class HotPath:
+    cdef public FaultGate gate
+    cdef public dict handles

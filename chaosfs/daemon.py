@@ -1,0 +1,186 @@
+"""Daemon lifecycle: bind the control plane, mount, announce readiness, serve, and clean up
+(unmount, pidfile, gRPC) on every exit path."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Optional
+
+import pyfuse3
+import trio
+
+from chaosfs import mounts
+from chaosfs.cli import Config, ConfigError
+from chaosfs.faults import FaultEngine, Rule
+from chaosfs.methods import DATA_METHODS, METHOD_ID
+from chaosfs.passthrough import CacheConfig, FsOperations, make_operations
+
+log = logging.getLogger("chaosfs")
+
+MOUNT_OPTIONS = ("fsname=chaosfs", "subtype=chaosfs", "allow_other", "default_permissions",
+                 "dev", "suid")
+_LOOKUP = METHOD_ID["lookup"]
+
+
+# ---- pidfile -----------------------------------------------------------------------------
+
+def _is_chaosfs(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"chaosfs" in f.read()
+    except OSError:
+        return False
+
+
+def claim_pidfile(path: str) -> None:
+    """Refuse only if a live chaosfs other than us owns it; anything else is stale (0.9 died
+    forever on a restarted container where it was pid 1 again)."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"-pidfile {path}: {e.strerror}") from None
+    pid = int(text) if text.isdigit() else 0
+    if pid and pid != os.getpid() and _is_chaosfs(pid):
+        raise ConfigError(f"-pidfile {path}: chaosfs is already running as pid {pid}")
+    log.info("replacing stale pidfile %s (pid %s)", path, text or "?")
+    os.unlink(path)
+
+
+def write_pidfile(path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.rename(tmp, path)
+
+
+def remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return  # someone else's now
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ---- cache invalidation on rule changes -------------------------------------------------
+
+def make_invalidator(ops: FsOperations):
+    """Drop the kernel's cached pages/attributes/names of every known inode a changed rule
+    matches, so the next operation reaches the daemon (and the rule). Runs on a gRPC thread."""
+
+    def invalidate(changed: list[Rule], any_left: bool) -> None:
+        nodes = list(ops.inodes.by_ino.values())
+        data = any(r.touches(DATA_METHODS) for r in changed)
+        names = any(r.touches((_LOOKUP,)) for r in changed)
+        for node in nodes:
+            if node.parent is None and node is not ops.inodes.root:
+                continue
+            path = ops.inodes.path_of(node)
+            if not any(r.matches_path(path) for r in changed):
+                continue
+            try:
+                pyfuse3.invalidate_inode(node.ino, attr_only=not data or node.is_dir)
+            except OSError:
+                pass
+            parent = node.parent
+            if names and parent is not None:
+                try:
+                    pyfuse3.invalidate_entry(parent.ino, node.name)
+                except OSError:
+                    pass
+    return invalidate
+
+
+# ---- run ---------------------------------------------------------------------------------
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _reaper(engine: FaultEngine) -> None:
+    """Removes rules past their TTL or max_hits, so a crashed controller can't leave a pod
+    sick forever. Removal (and its cache invalidation) runs off the FUSE thread."""
+    while True:
+        await trio.sleep(0.05 if engine.injected() else 0.5)
+        if engine.injected():
+            await trio.to_thread.run_sync(engine.expire)
+
+
+async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> None:
+    async with trio.open_nursery() as nursery:
+        async def fuse_loop() -> None:
+            try:
+                await pyfuse3.main(min_tasks=1, max_tasks=cfg.workers)
+            finally:
+                nursery.cancel_scope.cancel()
+        nursery.start_soon(fuse_loop)
+        nursery.start_soon(_reaper, engine)
+        await trio.sleep(0)  # the FUSE loop is reading /dev/fuse from here on
+        write_pidfile(cfg.pidfile)
+        plane.serving()
+        log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                log.info("%s: unmounting", signal.Signals(sig).name)
+                stopping.append(sig)
+                break
+        nursery.cancel_scope.cancel()
+
+
+def run(cfg: Config) -> int:
+    from chaosfs.server import ControlPlane
+    try:
+        claim_pidfile(cfg.pidfile)
+    except ConfigError as e:
+        print(f"chaosfs: {e}", file=sys.stderr)
+        return 2
+    _raise_nofile()
+    os.umask(0)  # modes come from the caller (already masked by the kernel/ctx.umask)
+    ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
+        cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache))
+    engine = FaultEngine(ops.gate, make_invalidator(ops))
+    try:
+        plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+                             tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)
+    except (OSError, ValueError) as e:
+        print(f"chaosfs: -addr {cfg.addr}: {e}", file=sys.stderr)
+        return 2
+    plane.start()
+    try:
+        pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
+    except RuntimeError as e:
+        plane.stop(0)
+        print(f"chaosfs: mounting {cfg.mountpoint} failed: {e}", file=sys.stderr)
+        return 1
+    stopping: list = []
+    rc = 0
+    try:
+        trio.run(_serve, cfg, engine, plane, stopping)
+        if not stopping:
+            log.warning("the kernel ended the FUSE session (unmounted from outside?)")
+    except BaseException:
+        log.exception("FUSE loop failed")
+        rc = 1
+    finally:
+        t0 = time.monotonic()
+        plane.stop(0.5)
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception:
+            log.exception("pyfuse3.close failed")
+        if mounts.mount_type(cfg.mountpoint) == "fuse.chaosfs":
+            mounts.lazy_unmount(cfg.mountpoint)
+        remove_pidfile(cfg.pidfile)
+        log.info("stopped in %.2fs", time.monotonic() - t0)
+    return rc

@@ -1,0 +1,460 @@
+"""The fault table: rules, their validation, matching and what a firing rule does.
+
+One table serves both control APIs (Chaos Mesh 0.9's `injure.Injure` and `chaosfs.v1.Faults`).
+The table is copy-on-write: a change builds a new rule tuple and swaps it into the hot path's
+FaultGate in one step, so a request never sees half a change, and a bad request changes
+nothing. Paths are RE2 regexes (like Go's regexp in 0.9), searched unanchored in the
+mount-relative path; globs are translated to anchored RE2.
+"""
+from __future__ import annotations
+
+import errno as E
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Optional
+
+import re2
+import trio
+from pyfuse3 import FUSEError
+
+from chaosfs._hot import FaultGate, Node
+from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, DELAY_ONLY, METHOD_ID
+
+log = logging.getLogger("chaosfs.faults")
+
+MAX_ERRNO = 4095
+MAX_DELAY_US = 3600 * 1_000_000
+MAX_PATTERN = 4096
+MAX_CORRUPT_LEN = 1 << 20
+MAX_OCCURRENCES = 1024
+MAX_TTL = 7 * 24 * 3600.0
+COMPAT_RANDOM_ERRNOS = tuple(range(7, 54))  # 0.9: uniform over 7..53
+
+# Realistic errors per operation, for `errno.random` in chaosfs.v1 (what the syscall's man
+# page says a sick disk or a full fs returns).
+_REALISTIC: dict[str, tuple[int, ...]] = {
+    "read": (E.EIO, E.EINTR, E.EAGAIN, E.EBADMSG),
+    "write": (E.EIO, E.ENOSPC, E.EDQUOT, E.EFBIG, E.EINTR),
+    "open": (E.EACCES, E.EMFILE, E.ENFILE, E.ENOENT, E.EIO, E.EPERM),
+    "create": (E.EACCES, E.ENOSPC, E.EDQUOT, E.EMFILE, E.ENFILE, E.EIO),
+    "fsync": (E.EIO, E.ENOSPC, E.EDQUOT),
+    "fsyncdir": (E.EIO, E.ENOSPC),
+    "flush": (E.EIO, E.ENOSPC, E.EDQUOT, E.EINTR),
+    "getattr": (E.EIO, E.EACCES, E.ENOENT),
+    "lookup": (E.ENOENT, E.EACCES, E.EIO, E.ENAMETOOLONG),
+    "access": (E.EACCES, E.ENOENT, E.EIO),
+    "mkdir": (E.ENOSPC, E.EDQUOT, E.EACCES, E.EMLINK, E.EIO),
+    "mknod": (E.ENOSPC, E.EDQUOT, E.EACCES, E.EIO),
+    "symlink": (E.ENOSPC, E.EDQUOT, E.EACCES, E.EIO),
+    "link": (E.EMLINK, E.ENOSPC, E.EDQUOT, E.EACCES, E.EIO),
+    "unlink": (E.EACCES, E.EBUSY, E.EPERM, E.EIO),
+    "rmdir": (E.EACCES, E.EBUSY, E.ENOTEMPTY, E.EIO),
+    "rename": (E.EXDEV, E.EBUSY, E.EACCES, E.ENOSPC, E.EIO),
+    "truncate": (E.EIO, E.EFBIG, E.EPERM, E.EACCES),
+    "readdir": (E.EIO, E.ENOMEM, E.EACCES),
+    "opendir": (E.EACCES, E.EMFILE, E.ENFILE, E.EIO),
+    "statfs": (E.EIO, E.ENOSYS),
+    "getxattr": (E.ENODATA, E.ENOTSUP, E.EIO),
+    "setxattr": (E.ENOSPC, E.EDQUOT, E.ENOTSUP, E.EIO),
+}
+_DEFAULT_REALISTIC = (E.EIO,)
+
+
+def realistic_errnos(method: str) -> tuple[int, ...]:
+    return _REALISTIC.get(method, _DEFAULT_REALISTIC)
+
+
+class RuleError(ValueError):
+    """A rule or request that cannot be applied; `field` names the offending field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+# ---- paths -------------------------------------------------------------------------------
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 8 << 20
+
+
+def glob_to_re2(glob: str) -> str:
+    """`*` one path segment's worth, `**` any depth, `?` one char, `[...]` a class; anchored."""
+    out, i, n = ["^"], 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            if glob.startswith("**", i):
+                i += 2
+                if glob.startswith("/", i):
+                    out.append("(?:.*/)?")  # `a/**/b` also matches `a/b`
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = glob.find("]", i + 2 if glob.startswith("[!", i) or glob.startswith("[^", i) else i + 1)
+            if j < 0:
+                raise RuleError("path", f"unterminated '[' in glob {glob!r}")
+            body = glob[i + 1:j]
+            neg = body[:1] in ("!", "^")
+            body = body[1:] if neg else body
+            body = body.replace("\\", "\\\\").replace("]", "\\]")
+            out.append(f"[{'^' if neg else ''}{body}]")
+            i = j
+        else:
+            out.append(re2.escape(c) if c not in "/" else "/")
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def compile_path(pattern: str, kind: str = "regex"):
+    if len(pattern) > MAX_PATTERN:
+        raise RuleError("path", f"pattern longer than {MAX_PATTERN} characters")
+    if kind == "glob":
+        source = glob_to_re2(pattern.lstrip("/"))
+    elif kind == "regex":
+        source = pattern
+    else:
+        raise RuleError("path_kind", f"unknown kind {kind!r} (regex or glob)")
+    if source == "":
+        return None
+    try:
+        return re2.compile(source, _RE2_OPTIONS)
+    except re2.error as e:
+        msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise RuleError("path", f"invalid {kind} {pattern!r}: {msg}") from None
+
+
+# ---- rules -------------------------------------------------------------------------------
+
+CORRUPT_MODES = ("zero", "random", "bitflip")
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    mode: str = "random"
+    length: int = 1
+    occurrences: int = 1
+
+    def apply(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        buf = bytearray(data)
+        for _ in range(self.occurrences):
+            n = min(self.length, len(buf))
+            start = random.randrange(0, len(buf) - n + 1)
+            if self.mode == "zero":
+                buf[start:start + n] = bytes(n)
+            elif self.mode == "random":
+                # never a no-op: make sure the bytes really change
+                new = bytearray(os.urandom(n))
+                for k in range(n):
+                    if new[k] == buf[start + k]:
+                        new[k] ^= 0xFF
+                buf[start:start + n] = new
+            else:
+                for k in range(start, start + n):
+                    buf[k] ^= 1 << random.randrange(8)
+        return bytes(buf)
+
+
+@dataclass
+class Rule:
+    id: str
+    methods: Optional[frozenset[int]] = None  # None: every method
+    path: str = ""
+    path_kind: str = "regex"
+    probability: float = 100.0
+    errno: int = 0
+    random_errno: bool = False
+    errno_choices: Optional[tuple[int, ...]] = None  # fixed set (compat); else realistic
+    delay_us: int = 0
+    jitter_us: int = 0
+    corrupt: Optional[Corrupt] = None
+    short: float = 0.0  # keep this fraction of a read/write (0 = off)
+    ttl: float = 0.0
+    max_hits: int = 0
+    origin: str = "v1"
+    created: float = field(default_factory=time.time)
+    expires_at: float = 0.0  # monotonic; 0 = never
+    hits: int = 0
+    regex: object = None
+
+    def matches_path(self, path: str) -> bool:
+        return self.regex is None or self.regex.search(path) is not None
+
+    def applies(self, method: int) -> bool:
+        return self.methods is None or method in self.methods
+
+    def touches(self, method_ids: Iterable[int]) -> bool:
+        return self.methods is None or not self.methods.isdisjoint(method_ids)
+
+    def live(self, now: float) -> bool:
+        return (not self.expires_at or now < self.expires_at) and (
+            not self.max_hits or self.hits < self.max_hits)
+
+    def pick_errno(self, method: int) -> int:
+        if self.random_errno:
+            choices = self.errno_choices or realistic_errnos(ALL_METHODS[method])
+            return random.choice(choices)
+        return self.errno
+
+    def describe_methods(self) -> list[str]:
+        return [] if self.methods is None else sorted(ALL_METHODS[m] for m in self.methods)
+
+
+def method_ids(names: Iterable[str], field_name: str = "methods",
+               allowed: tuple[str, ...] = ALL_METHODS) -> Optional[frozenset[int]]:
+    names = list(names)
+    if not names:
+        return None
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise RuleError(field_name, f"unknown method {bad[0]!r}")
+    return frozenset(METHOD_ID[n] for n in names)
+
+
+def validate_rule(rule: Rule) -> Rule:
+    """Check every field; returns the rule with its regex compiled. Raises RuleError."""
+    if not (0.0 <= rule.probability <= 100.0) or rule.probability != rule.probability:
+        raise RuleError("probability", f"{rule.probability} is outside 0..100")
+    if rule.errno < 0 or rule.errno > MAX_ERRNO:
+        raise RuleError("errno", f"{rule.errno} is outside 1..{MAX_ERRNO}")
+    if rule.random_errno and rule.errno:
+        raise RuleError("errno", "give a fixed errno or random, not both")
+    if not (0 <= rule.delay_us <= MAX_DELAY_US):
+        raise RuleError("delay", "must be between 0 and 1 hour")
+    if not (0 <= rule.jitter_us <= MAX_DELAY_US):
+        raise RuleError("delay.jitter", "must be between 0 and 1 hour")
+    if rule.corrupt is not None:
+        c = rule.corrupt
+        if c.mode not in CORRUPT_MODES:
+            raise RuleError("corrupt.mode", f"unknown mode {c.mode!r}")
+        if not (1 <= c.length <= MAX_CORRUPT_LEN):
+            raise RuleError("corrupt.length", f"must be 1..{MAX_CORRUPT_LEN} bytes")
+        if not (1 <= c.occurrences <= MAX_OCCURRENCES):
+            raise RuleError("corrupt.occurrences", f"must be 1..{MAX_OCCURRENCES}")
+    if not (0.0 <= rule.short < 1.0) or rule.short != rule.short:
+        raise RuleError("short.fraction", "must be in [0, 1): the part of the data kept")
+    if not (0.0 <= rule.ttl <= MAX_TTL) or rule.ttl != rule.ttl:
+        raise RuleError("ttl", f"must be between 0 and {MAX_TTL:.0f} seconds")
+    if rule.max_hits < 0:
+        raise RuleError("max_hits", "must not be negative")
+    data_only = (rule.corrupt is not None) or rule.short
+    if data_only and rule.methods is not None and not rule.methods & {METHOD_ID["read"], METHOD_ID["write"]}:
+        raise RuleError("methods", "corrupt and short act on read/write: include one of them")
+    if rule.origin != "injure" and not (rule.errno or rule.random_errno or rule.delay_us
+                                        or rule.jitter_us or data_only):
+        raise RuleError("action", "a rule needs at least one of errno, delay, corrupt, short")
+    if not rule.id or len(rule.id) > 128:
+        raise RuleError("id", "must be 1..128 characters")
+    regex = compile_path(rule.path, rule.path_kind)
+    expires = time.monotonic() + rule.ttl if rule.ttl else 0.0
+    return replace(rule, regex=regex, expires_at=expires, hits=0)
+
+
+# ---- what a firing rule does to one operation ------------------------------------------
+
+class Verdict:
+    __slots__ = ("delay", "errno", "corrupt", "short")
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.errno = 0
+        self.corrupt: Optional[Corrupt] = None
+        self.short = 0.0
+
+    async def apply_delay_only(self) -> None:
+        if self.delay > 0:
+            await trio.sleep(self.delay)
+
+    async def apply_plain(self) -> None:
+        if self.delay > 0:
+            await trio.sleep(self.delay)
+        if self.errno:
+            raise FUSEError(self.errno)
+
+    async def apply_read(self, fd: int, off: int, size: int, pread: Callable) -> bytes:
+        await self.apply_plain()
+        if self.short and size > 1:
+            size = max(1, int(size * self.short))
+        data = pread(fd, off, size)
+        if self.corrupt is not None:
+            data = self.corrupt.apply(data)
+        return data
+
+    async def apply_write(self, fd: int, off: int, buf: bytes, pwrite: Callable) -> int:
+        await self.apply_plain()
+        if self.corrupt is not None:
+            buf = self.corrupt.apply(buf)
+        if self.short and len(buf) > 1:
+            buf = buf[:max(1, int(len(buf) * self.short))]
+        return pwrite(fd, off, buf)
+
+
+_READ, _WRITE = METHOD_ID["read"], METHOD_ID["write"]
+
+
+def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
+    """Roll every rule matching this op; combine the ones that fire (delays add up, the
+    first errno wins, data actions only on read/write). None when nothing fires."""
+    v: Optional[Verdict] = None
+    now = time.monotonic()
+    for r in rules:
+        if not r.applies(method) or not r.live(now):
+            continue
+        if r.probability < 100.0 and random.random() * 100.0 >= r.probability:
+            continue
+        r.hits += 1
+        if v is None:
+            v = Verdict()
+        if r.delay_us or r.jitter_us:
+            v.delay += (r.delay_us + (random.randint(0, r.jitter_us) if r.jitter_us else 0)) / 1e6
+        if method in DELAY_ONLY:
+            continue
+        if not v.errno and (r.errno or r.random_errno):
+            v.errno = r.pick_errno(method)
+        if method == _READ or method == _WRITE:
+            if r.corrupt is not None and v.corrupt is None:
+                v.corrupt = r.corrupt
+            if r.short and not v.short:
+                v.short = r.short
+    return v
+
+
+# ---- the table ---------------------------------------------------------------------------
+
+class FaultEngine:
+    """Owns the rule table; every change is validated first, then published at once.
+
+    Mutations come from gRPC worker threads (and the TTL reaper); the FUSE loop only reads
+    the published tuple, so a lock is held by writers alone and never on the I/O path.
+    """
+
+    def __init__(self, gate: FaultGate, invalidate: Optional[Callable[[list[Rule], bool], None]] = None) -> None:
+        self.gate = gate
+        self._lock = threading.Lock()
+        self._rules: dict[str, Rule] = {}
+        self._ids = itertools.count(1)
+        self._invalidate = invalidate
+        gate.verdict_of = verdict_of
+        gate.path_check = self.check_path
+        self.changes = 0
+
+    # reads
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
+    def injected(self) -> bool:
+        return bool(self._rules)
+
+    def check_path(self, method: int, path: str) -> Optional[Verdict]:
+        matching = tuple(r for r in self.gate.rules if r.applies(method) and r.matches_path(path))
+        return verdict_of(method, matching) if matching else None
+
+    def new_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    # writes: each takes a function that edits a copy of the table
+    def change(self, edit: Callable[[dict[str, Rule]], object]) -> object:
+        with self._lock:
+            table = dict(self._rules)
+            result = edit(table)  # raises -> nothing changed
+            before = self._rules
+            self._publish(table)
+            changed = [r for k, r in before.items() if table.get(k) is not r]
+            changed += [r for k, r in table.items() if before.get(k) is not r]
+        if changed and self._invalidate is not None:
+            # Outside the lock, and never on the FUSE thread: the kernel may need a reply
+            # from us before it can drop its caches.
+            try:
+                self._invalidate(changed, bool(table))
+            except Exception:
+                log.exception("cache invalidation failed")
+        return result
+
+    def _publish(self, table: dict[str, Rule]) -> None:
+        g = self.gate
+        self._rules = table
+        if not table:
+            g.active = False
+            g.cache_sensitive = False
+            g.rules = ()
+            g.epoch += 1
+        else:
+            g.rules = tuple(table.values())
+            g.epoch += 1
+            g.cache_sensitive = True
+            g.active = True
+        self.changes += 1
+
+    def add(self, rule: Rule) -> str:
+        rule = validate_rule(rule)
+
+        def edit(t: dict[str, Rule]) -> str:
+            if rule.id in t:
+                raise RuleError("id", f"rule {rule.id!r} already exists")
+            t[rule.id] = rule
+            return rule.id
+        return self.change(edit)  # type: ignore[return-value]
+
+    def put_many(self, rules: list[Rule]) -> None:
+        """Insert or replace (0.9's SetFault: one fault per method)."""
+        checked = [validate_rule(r) for r in rules]
+
+        def edit(t: dict[str, Rule]) -> None:
+            for r in checked:
+                t[r.id] = r
+        self.change(edit)
+
+    def remove(self, ids: list[str], missing_ok: bool = False) -> int:
+        def edit(t: dict[str, Rule]) -> int:
+            if not missing_ok:
+                for i in ids:
+                    if i not in t:
+                        raise KeyError(i)
+            return sum(1 for i in ids if t.pop(i, None) is not None)
+        return self.change(edit)  # type: ignore[return-value]
+
+    def clear(self) -> int:
+        def edit(t: dict[str, Rule]) -> int:
+            n = len(t)
+            t.clear()
+            return n
+        return self.change(edit)  # type: ignore[return-value]
+
+    def expire(self) -> int:
+        """Drop rules past their TTL or max_hits; returns how many went."""
+        now = time.monotonic()
+        dead = [r.id for r in self._rules.values() if not r.live(now)]
+        if not dead:
+            return 0
+        return self.remove(dead, missing_ok=True)
+
+    def next_expiry(self) -> Optional[float]:
+        times = [r.expires_at for r in self._rules.values() if r.expires_at]
+        return min(times) if times else None
+
+
+def compat_rule(method: str, *, errno: int, random_errno: bool, pct: int, path: str, delay_us: int) -> Rule:
+    """0.9's SetFault for one method, as a rule with a well-known id (one per method)."""
+    return Rule(
+        id=f"injure:{method}", methods=frozenset({METHOD_ID[method]}), path=path,
+        probability=float(min(pct, 100)), errno=errno if errno else 0,
+        random_errno=bool(random_errno and not errno), errno_choices=COMPAT_RANDOM_ERRNOS,
+        delay_us=delay_us, origin="injure",
+    )
+
+
+COMPAT = COMPAT_METHODS

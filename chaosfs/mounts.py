@@ -1,0 +1,68 @@
+"""Mount-table helpers: find, clear and lazily unmount FUSE mounts."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+from typing import Optional
+
+log = logging.getLogger("chaosfs.mounts")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """fstype of the topmost mount exactly at `path` (e.g. 'fuse.chaosfs'), else None."""
+    path = os.path.abspath(path)
+    found = None
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) >= 5 and _unescape(fields[4]) == path:
+                    found = right.split()[0]
+    except OSError:
+        return None
+    return found
+
+
+def lazy_unmount(path: str) -> bool:
+    """Detach a mount even if busy or dead; True if something was unmounted."""
+    fm = shutil.which("fusermount3") or shutil.which("fusermount")
+    for cmd in ([fm, "-u", "-z", "-q", path] if fm else None, ["umount", "-l", path]):
+        if cmd is None:
+            continue
+        try:
+            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=10).returncode == 0:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return False
+
+
+def clear_dead_mount(path: str) -> None:
+    """A crashed daemon leaves 'Transport endpoint is not connected' behind: detach it so
+    we can mount again (also lets -mountpoint's directory checks see the real dir)."""
+    try:
+        os.stat(path)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
+            return
+    log.warning("%s holds a dead FUSE mount; detaching it", path)
+    lazy_unmount(path)

@@ -1,0 +1,575 @@
+"""The file-system logic: inode table, dirfd path resolution and the Operations class.
+
+Everything is resolved through O_PATH handles and *at() calls relative to the parent's
+handle, never through absolute paths, so a renamed ancestor or a deep tree cannot leave a
+stale or too-long path behind. FUSE inode numbers are ours (never reused); backing inodes
+are keyed by (st_dev, st_ino) only while we hold an fd or a kernel reference to them.
+
+pyfuse3 calls these handlers; the hot ones (read/write/fsync/flush/release) come from
+``chaosfs._hot.HotPath`` or its pure-Python twin in ``chaosfs.purepy``. A different FUSE
+transport only needs this module's ``Operations`` surface.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from typing import Any, Callable, Optional
+
+import pyfuse3
+import trio
+from pyfuse3 import FUSEError
+
+from chaosfs import _hot
+from chaosfs._hot import FaultGate, Node
+from chaosfs.methods import METHOD_ID, DATA_METHODS
+
+log = logging.getLogger("chaosfs.fs")
+
+O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+AT_FDCWD = -100
+# Flags the kernel may pass that must not reach the backing open: O_DIRECT is answered with
+# direct_io instead (the kernel's buffers are not aligned for it).
+OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
+
+M = METHOD_ID
+
+
+def proc_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Handle:
+    """An open file: its own backing fd (one per open, so O_RDONLY and O_WRONLY opens of one
+    inode never share an fd) and the node, for fault matching."""
+
+    __slots__ = ("fd", "node", "is_dir", "entries")
+
+    def __init__(self, fd: int, node: Node, is_dir: bool = False) -> None:
+        self.fd = fd
+        self.node = node
+        self.is_dir = is_dir
+        self.entries: Optional[list[Any]] = None
+
+
+class InodeTable:
+    """FUSE inode <-> backing inode bookkeeping, lookup counts and forget, in one place."""
+
+    def __init__(self, root_fd: int) -> None:
+        st = os.fstat(root_fd)
+        self.root = Node()
+        self.root.ino = pyfuse3.ROOT_INODE
+        self.root.fd = root_fd
+        self.root.dev, self.root.bino = st.st_dev, st.st_ino
+        self.root.is_dir = True
+        self.root.lookups = 1 << 62  # the root is never forgotten
+        self.by_ino: dict[int, Node] = {self.root.ino: self.root}
+        self.by_key: dict[tuple[int, int], Node] = {(st.st_dev, st.st_ino): self.root}
+        self._next_ino = pyfuse3.ROOT_INODE + 1
+
+    def __len__(self) -> int:
+        return len(self.by_ino)
+
+    def get(self, ino: int) -> Node:
+        try:
+            return self.by_ino[ino]
+        except KeyError:
+            raise FUSEError(errno.ESTALE) from None
+
+    def remember(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
+        """Count one kernel reference to (parent, name), creating the node if new."""
+        key = (st.st_dev, st.st_ino)
+        node = self.by_key.get(key)
+        if node is None:
+            node = Node()
+            node.ino = self._next_ino
+            self._next_ino += 1
+            node.dev, node.bino = key
+            node.is_dir = stat.S_ISDIR(st.st_mode)
+            node.is_link = stat.S_ISLNK(st.st_mode)
+            self.by_ino[node.ino] = node
+            self.by_key[key] = node
+        node.parent = parent
+        node.name = name
+        node.lookups += 1
+        return node
+
+    def known(self, st: os.stat_result) -> Optional[Node]:
+        return self.by_key.get((st.st_dev, st.st_ino))
+
+    def forget(self, ino: int, n: int) -> None:
+        node = self.by_ino.get(ino)
+        if node is None or node is self.root:
+            return
+        node.lookups -= n
+        if node.lookups <= 0:
+            del self.by_ino[ino]
+            if self.by_key.get((node.dev, node.bino)) is node:
+                del self.by_key[(node.dev, node.bino)]
+            if node.fd >= 0:
+                os.close(node.fd)
+                node.fd = -1
+            node.parent = None
+
+    def fd(self, node: Node) -> int:
+        """The node's O_PATH fd, opened through its parent's on first use and checked to be
+        the same backing inode (the backing fs may have reused the name)."""
+        if node.fd >= 0:
+            return node.fd
+        parent = node.parent
+        if parent is None:
+            raise FUSEError(errno.ESTALE)
+        fd = os.open(node.name, O_PATH, dir_fd=self.fd(parent))
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (node.dev, node.bino):
+            os.close(fd)
+            raise FUSEError(errno.ESTALE)
+        node.fd = fd
+        return fd
+
+    def path_of(self, node: Node) -> str:
+        """Mount-relative path without a leading slash ("" for the root), for fault rules."""
+        parts = []
+        while node is not None and node is not self.root:
+            parts.append(node.name)
+            node = node.parent
+        return os.fsdecode(b"/".join(reversed(parts)))
+
+
+def fuse_op(method: str) -> Callable:
+    """Error mapping and stats for a cold-path handler. An exception other than FUSEError
+    escaping into pyfuse3 would end its main loop and kill the mount for everyone."""
+    mid = M[method]
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        async def handler(self: "Operations", *args: Any) -> Any:
+            t0 = _hot.monotonic()
+            try:
+                result = await fn(self, *args)
+            except FUSEError:
+                self.gate.note(mid, t0, True)
+                raise
+            except OSError as e:
+                self.gate.note(mid, t0, True)
+                raise FUSEError(e.errno or errno.EIO) from None
+            except (trio.Cancelled, KeyboardInterrupt):
+                raise
+            except Exception:
+                log.exception("%s failed unexpectedly", method)
+                self.gate.note(mid, t0, True)
+                raise FUSEError(errno.EIO) from None
+            self.gate.note(mid, t0, False)
+            return result
+
+        return handler
+
+    return wrap
+
+
+class CacheConfig:
+    """Kernel cache settings while no rule exists (see README, 'Caches and faults')."""
+
+    def __init__(self, attr_timeout: float = 1.0, entry_timeout: float = 1.0,
+                 keep_cache: bool = True) -> None:
+        self.attr_timeout = attr_timeout
+        self.entry_timeout = entry_timeout
+        self.keep_cache = keep_cache
+
+
+class FsOperations(pyfuse3.Operations):
+    """Every FUSE operation but the hot five; reads top to bottom in the order the kernel
+    tends to call them. Mixed with a HotPath class by ``make_operations``."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    gate: FaultGate
+    handles: dict[int, Handle]
+
+    def setup(self, original: str, cache: Optional[CacheConfig] = None) -> None:
+        self.root_fd = os.open(original, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.inodes = InodeTable(self.root_fd)
+        self.cache = cache or CacheConfig()
+        self.gate.path_of = self.inodes.path_of
+
+    # ---- attributes ---------------------------------------------------------------------
+
+    def _timeout(self, t: float) -> float:
+        # While rules exist every lookup/getattr must reach us, so a rule can fire on it.
+        return 0.0 if self.gate.cache_sensitive else t
+
+    def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = node.ino
+        e.generation = 0
+        e.entry_timeout = self._timeout(self.cache.entry_timeout)
+        e.attr_timeout = self._timeout(self.cache.attr_timeout)
+        e.st_mode = st.st_mode
+        e.st_nlink = st.st_nlink
+        e.st_uid = st.st_uid
+        e.st_gid = st.st_gid
+        e.st_rdev = st.st_rdev
+        e.st_size = st.st_size
+        e.st_blksize = st.st_blksize
+        e.st_blocks = st.st_blocks
+        e.st_atime_ns = st.st_atime_ns
+        e.st_mtime_ns = st.st_mtime_ns
+        e.st_ctime_ns = st.st_ctime_ns
+        return e
+
+    async def _fault(self, method: str, node: Node) -> None:
+        if self.gate.active:
+            v = self.gate.check(M[method], node)
+            if v is not None:
+                await v.apply_plain()
+
+    async def _fault_name(self, method: str, parent: Node, name: bytes) -> None:
+        """Fault check for an operation on a name that may have no node yet."""
+        if self.gate.active:
+            path = self.inodes.path_of(parent)
+            path = os.fsdecode(name) if not path else f"{path}/{os.fsdecode(name)}"
+            v = self.gate.check_path(M[method], path)
+            if v is not None:
+                await v.apply_plain()
+
+    def _stat(self, node: Node) -> os.stat_result:
+        return os.stat(self.inodes.fd(node))
+
+    def _new_entry(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
+        st = os.stat(name, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
+        node = self.inodes.remember(parent, name, st)
+        return self._entry(node, st)
+
+    @fuse_op("lookup")
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("lookup", parent, name)
+        return self._new_entry(parent, name)
+
+    async def forget(self, inode_list: Any) -> None:
+        for ino, n in inode_list:
+            try:
+                self.inodes.forget(ino, n)
+            except OSError:
+                log.warning("forget(%d): closing its fd failed", ino)
+
+    @fuse_op("getattr")
+    async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        node = self.inodes.get(inode)
+        await self._fault("getattr", node)
+        return self._entry(node, self._stat(node))
+
+    @fuse_op("getattr")
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
+        node = self.inodes.get(inode)
+        fd = self.inodes.fd(node)
+        if fields.update_size:
+            await self._fault("truncate", node)
+        if fields.update_mode:
+            await self._fault("chmod", node)
+        if fields.update_uid or fields.update_gid:
+            await self._fault("chown", node)
+        if fields.update_atime or fields.update_mtime:
+            await self._fault("utimens", node)
+
+        if fields.update_size:
+            if fh is not None:
+                os.ftruncate(fh, attr.st_size)
+            else:
+                os.truncate(proc_path(fd), attr.st_size)
+        if fields.update_mode:
+            if node.is_link:
+                raise FUSEError(errno.EOPNOTSUPP)
+            os.chmod(proc_path(fd), stat.S_IMODE(attr.st_mode))
+        if fields.update_uid or fields.update_gid:
+            _hot.chown_fd(fd, attr.st_uid if fields.update_uid else -1,
+                          attr.st_gid if fields.update_gid else -1)
+        if fields.update_atime or fields.update_mtime:
+            atime = attr.st_atime_ns if fields.update_atime else None
+            mtime = attr.st_mtime_ns if fields.update_mtime else None
+            if node.is_link:
+                _hot.utimens_at(self.inodes.fd(node.parent), node.name, atime, mtime, True)
+            else:
+                _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
+        return self._entry(node, os.stat(fd))
+
+    @fuse_op("readlink")
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        node = self.inodes.get(inode)
+        await self._fault("readlink", node)
+        return os.readlink(b"", dir_fd=self.inodes.fd(node))
+
+    @fuse_op("access")
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        # With default_permissions the kernel checks permissions itself; this answers for
+        # existence (and for faults on access).
+        node = self.inodes.get(inode)
+        await self._fault("access", node)
+        self._stat(node)
+        return True
+
+    @fuse_op("statfs")
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        await self._fault("statfs", self.inodes.root)
+        sv = os.statvfs(proc_path(self.root_fd))
+        d = pyfuse3.StatvfsData()
+        for f in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                  "f_ffree", "f_favail", "f_namemax"):
+            setattr(d, f, getattr(sv, f))
+        return d
+
+    # ---- creating and removing names ----------------------------------------------------
+
+    def _owner(self, parent: Node, ctx: Any) -> tuple[int, int]:
+        """The caller owns what it creates; a setgid directory passes its group on."""
+        pst = os.stat(self.inodes.fd(parent))
+        gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
+        return ctx.uid, gid
+
+    def _chown_new(self, parent: Node, name: bytes, ctx: Any) -> None:
+        uid, gid = self._owner(parent, ctx)
+        os.chown(name, uid, gid, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
+
+    @fuse_op("mknod")
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("mknod", parent, name)
+        os.mknod(name, mode & ~ctx.umask, rdev, dir_fd=self.inodes.fd(parent))
+        self._chown_new(parent, name, ctx)
+        return self._new_entry(parent, name)
+
+    @fuse_op("mkdir")
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("mkdir", parent, name)
+        pfd = self.inodes.fd(parent)
+        os.mkdir(name, mode & ~ctx.umask, dir_fd=pfd)
+        self._chown_new(parent, name, ctx)
+        pst = os.stat(pfd)
+        if pst.st_mode & stat.S_ISGID:
+            # mkdir(2) inherits S_ISGID from the parent; our chown above cleared it.
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            os.chmod(name, stat.S_IMODE(st.st_mode) | stat.S_ISGID, dir_fd=pfd)
+        return self._new_entry(parent, name)
+
+    @fuse_op("symlink")
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("symlink", parent, name)
+        if self.gate.active:
+            v = self.gate.check_path(M["symlink"], os.fsdecode(target))
+            if v is not None:
+                await v.apply_plain()
+        os.symlink(target, name, dir_fd=self.inodes.fd(parent))
+        self._chown_new(parent, name, ctx)
+        return self._new_entry(parent, name)
+
+    @fuse_op("link")
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        node = self.inodes.get(inode)
+        parent = self.inodes.get(new_parent_inode)
+        await self._fault("link", node)
+        await self._fault_name("link", parent, new_name)
+        os.link(proc_path(self.inodes.fd(node)), new_name,
+                dst_dir_fd=self.inodes.fd(parent), follow_symlinks=True)
+        return self._new_entry(parent, new_name)
+
+    def _pin(self, parent: Node, name: bytes) -> None:
+        """Before a name goes away, make sure a known node keeps an fd to its inode, so an
+        open-but-unlinked file still answers getattr."""
+        try:
+            st = os.stat(name, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
+        except OSError:
+            return
+        node = self.inodes.known(st)
+        if node is not None and node.fd < 0:
+            try:
+                self.inodes.fd(node)
+            except (OSError, FUSEError):
+                pass
+
+    @fuse_op("unlink")
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("unlink", parent, name)
+        self._pin(parent, name)
+        os.unlink(name, dir_fd=self.inodes.fd(parent))
+
+    @fuse_op("rmdir")
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("rmdir", parent, name)
+        os.rmdir(name, dir_fd=self.inodes.fd(parent))
+
+    @fuse_op("rename")
+    async def rename(self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes,
+                     flags: int, ctx: Any) -> None:
+        pold = self.inodes.get(parent_old)
+        pnew = self.inodes.get(parent_new)
+        await self._fault_name("rename", pold, name_old)
+        await self._fault_name("rename", pnew, name_new)
+        ofd, nfd = self.inodes.fd(pold), self.inodes.fd(pnew)
+        moved = self._known_at(ofd, name_old)
+        other = self._known_at(nfd, name_new)
+        if other is not None and not flags & pyfuse3.RENAME_EXCHANGE:
+            self._pin(pnew, name_new)
+        _hot.rename2(ofd, name_old, nfd, name_new, flags)
+        if moved is not None:
+            moved.parent, moved.name = pnew, name_new
+        if other is not None and flags & pyfuse3.RENAME_EXCHANGE:
+            other.parent, other.name = pold, name_old
+        # Cached rule matches of everything below the moved name are now wrong.
+        self.gate.epoch += 1
+
+    def _known_at(self, dirfd: int, name: bytes) -> Optional[Node]:
+        try:
+            return self.inodes.known(os.stat(name, dir_fd=dirfd, follow_symlinks=False))
+        except OSError:
+            return None
+
+    # ---- files --------------------------------------------------------------------------
+
+    def _file_info(self, fd: int, node: Node, flags: int) -> pyfuse3.FileInfo:
+        fi = pyfuse3.FileInfo(fh=fd)
+        fi.direct_io = bool(flags & os.O_DIRECT)
+        if self.gate.active and not fi.direct_io and self._data_rules_match(node):
+            # A read/write rule applies: keep the page cache out so every op reaches us.
+            fi.direct_io = True
+        fi.keep_cache = self.cache.keep_cache and not fi.direct_io and not self.gate.cache_sensitive
+        self.handles[fd] = Handle(fd, node)
+        return fi
+
+    def _data_rules_match(self, node: Node) -> bool:
+        if node.match_epoch != self.gate.epoch:
+            self.gate.match(node)
+        return any(r.touches(DATA_METHODS) for r in node.matched)
+
+    @fuse_op("open")
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self.inodes.get(inode)
+        await self._fault("open", node)
+        fd = os.open(proc_path(self.inodes.fd(node)), (flags & ~OPEN_STRIP) | os.O_CLOEXEC)
+        return self._file_info(fd, node, flags)
+
+    @fuse_op("create")
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self.inodes.get(parent_inode)
+        await self._fault_name("create", parent, name)
+        pfd = self.inodes.fd(parent)
+        fd = os.open(name, (flags & ~(os.O_DIRECT | os.O_NOCTTY)) | os.O_CREAT | os.O_CLOEXEC,
+                     mode & ~ctx.umask, dir_fd=pfd)
+        try:
+            uid, gid = self._owner(parent, ctx)
+            os.fchown(fd, uid, gid)
+            st = os.fstat(fd)
+            node = self.inodes.remember(parent, name, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        if node.fd < 0:
+            try:
+                self.inodes.fd(node)
+            except (OSError, FUSEError):
+                pass
+        return self._file_info(fd, node, flags), self._entry(node, st)
+
+    # ---- directories --------------------------------------------------------------------
+
+    @fuse_op("opendir")
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self.inodes.get(inode)
+        await self._fault("opendir", node)
+        fd = os.open(proc_path(self.inodes.fd(node)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.handles[fd] = Handle(fd, node, is_dir=True)
+        return fd
+
+    @fuse_op("readdir")
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        h = self.handles[fh]
+        await self._fault("readdir", h.node)
+        if start_id == 0 or h.entries is None:
+            # One snapshot per pass: offsets stay stable while entries come and go.
+            with os.scandir(h.fd) as it:
+                h.entries = list(it)
+        entries = h.entries
+        parent = h.node
+        for i in range(start_id, len(entries)):
+            ent = entries[i]
+            try:
+                st = ent.stat(follow_symlinks=False)
+            except OSError:
+                continue  # removed since the snapshot
+            name = os.fsencode(ent.name)
+            # readdirplus counts as a lookup only if the kernel takes the entry.
+            node = self.inodes.remember(parent, name, st)
+            if not pyfuse3.readdir_reply(token, name, self._entry(node, st), i + 1):
+                self.inodes.forget(node.ino, 1)
+                return
+
+    @fuse_op("releasedir")
+    async def releasedir(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is not None:
+            os.close(h.fd)
+
+    @fuse_op("fsyncdir")
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        h = self.handles[fh]
+        await self._fault("fsyncdir", h.node)
+        await trio.to_thread.run_sync(os.fsync, h.fd)
+
+    # ---- extended attributes ------------------------------------------------------------
+
+    def _xattr_path(self, node: Node) -> tuple[str, bool]:
+        if node.is_link:
+            # Through the parent: the /proc magic link would name the link, not the target.
+            return f"{proc_path(self.inodes.fd(node.parent))}/{os.fsdecode(node.name)}", False
+        return proc_path(self.inodes.fd(node)), True
+
+    @fuse_op("setxattr")
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        node = self.inodes.get(inode)
+        await self._fault("setxattr", node)
+        path, follow = self._xattr_path(node)
+        os.setxattr(path, name, value, follow_symlinks=follow)
+
+    @fuse_op("getxattr")
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        node = self.inodes.get(inode)
+        await self._fault("getxattr", node)
+        path, follow = self._xattr_path(node)
+        return os.getxattr(path, name, follow_symlinks=follow)
+
+    @fuse_op("listxattr")
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        node = self.inodes.get(inode)
+        await self._fault("listxattr", node)
+        path, follow = self._xattr_path(node)
+        return [os.fsencode(n) for n in os.listxattr(path, follow_symlinks=follow)]
+
+    @fuse_op("removexattr")
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        node = self.inodes.get(inode)
+        await self._fault("removexattr", node)
+        path, follow = self._xattr_path(node)
+        os.removexattr(path, name, follow_symlinks=follow)
+
+
+def make_operations(original: str, *, hot: str = "cython",
+                    cache: Optional[CacheConfig] = None) -> FsOperations:
+    """The Operations object pyfuse3 serves: the cold path above plus the chosen hot path."""
+    if hot == "cython":
+        base: type = _hot.HotPath
+    elif hot == "python":
+        from chaosfs.purepy import PyHotPath
+        base = PyHotPath
+    else:
+        raise ValueError(f"unknown hot path {hot!r} (cython or python)")
+    cls = type("Operations", (base, FsOperations), {})
+    ops = cls()
+    ops.setup(original, cache)
+    return ops

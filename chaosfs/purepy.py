@@ -1,0 +1,107 @@
+"""The hot handlers in plain Python: same behaviour as chaosfs._hot.HotPath, selectable with
+``-hot=python`` so perf/ can show what the Cython path buys."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+import trio
+from pyfuse3 import FUSEError
+
+from chaosfs._hot import FaultGate, monotonic
+from chaosfs.methods import METHOD_ID
+
+M_READ, M_WRITE, M_FSYNC, M_FLUSH, M_RELEASE = (
+    METHOD_ID[m] for m in ("read", "write", "fsync", "flush", "release"))
+
+
+def _pread(fd: int, off: int, size: int) -> bytes:
+    try:
+        return os.pread(fd, size, off)
+    except OSError as e:
+        raise FUSEError(e.errno or errno.EIO) from None
+
+
+def _pwrite(fd: int, off: int, buf: Any) -> int:
+    try:
+        return os.pwrite(fd, buf, off)
+    except OSError as e:
+        raise FUSEError(e.errno or errno.EIO) from None
+
+
+class PyHotPath:
+    def __init__(self) -> None:
+        self.handles: dict[int, Any] = {}
+        self.gate = FaultGate()
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        t0 = monotonic()
+        try:
+            if self.gate.active:
+                v = self.gate.check(M_READ, self.handles[fh].node)
+                if v is not None:
+                    data = await v.apply_read(fh, off, size, _pread)
+                    self.gate.note(M_READ, t0, False)
+                    return data
+            data = _pread(fh, off, size)
+        except FUSEError:
+            self.gate.note(M_READ, t0, True)
+            raise
+        self.gate.note(M_READ, t0, False)
+        return data
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        t0 = monotonic()
+        try:
+            if self.gate.active:
+                v = self.gate.check(M_WRITE, self.handles[fh].node)
+                if v is not None:
+                    n = await v.apply_write(fh, off, buf, _pwrite)
+                    self.gate.note(M_WRITE, t0, False)
+                    return n
+            n = _pwrite(fh, off, buf)
+        except FUSEError:
+            self.gate.note(M_WRITE, t0, True)
+            raise
+        self.gate.note(M_WRITE, t0, False)
+        return n
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        t0 = monotonic()
+        if self.gate.active:
+            v = self.gate.check(M_FSYNC, self.handles[fh].node)
+            if v is not None:
+                await v.apply_plain()
+        try:
+            await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fh)
+        except OSError as e:
+            self.gate.note(M_FSYNC, t0, True)
+            raise FUSEError(e.errno or errno.EIO) from None
+        self.gate.note(M_FSYNC, t0, False)
+
+    async def flush(self, fh: int) -> None:
+        t0 = monotonic()
+        if self.gate.active:
+            v = self.gate.check(M_FLUSH, self.handles[fh].node)
+            if v is not None:
+                await v.apply_plain()
+        try:
+            os.close(os.dup(fh))
+        except OSError as e:
+            self.gate.note(M_FLUSH, t0, True)
+            raise FUSEError(e.errno or errno.EIO) from None
+        self.gate.note(M_FLUSH, t0, False)
+
+    async def release(self, fh: int) -> None:
+        t0 = monotonic()
+        h = self.handles.pop(fh, None)
+        if self.gate.active and h is not None:
+            v = self.gate.check(M_RELEASE, h.node)
+            if v is not None:
+                await v.apply_delay_only()
+        try:
+            os.close(fh)
+        except OSError:
+            pass
+        self.gate.note(M_RELEASE, t0, False)
