@@ -1,0 +1,142 @@
+"""Shared fixtures: a real chaosfs daemon mounted on temp dirs, always cleaned up."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CHAOSFS = str(BIN / "chaosfs")
+CHAOSFS_CTL = str(BIN / "chaosfs-ctl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mount_type(path: str) -> Optional[str]:
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) >= 5 and fields[4] == path:
+                found = right.split()[0]
+    return found
+
+
+def lazy_unmount(path: str) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", "-q", path], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+@dataclass
+class Daemon:
+    original: Path
+    mountpoint: Path
+    pidfile: Path
+    port: int
+    proc: Optional[subprocess.Popen] = None
+    args: list = field(default_factory=list)
+    log: Optional[Path] = None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [CHAOSFS, f"-addr=127.0.0.1:{self.port}", f"-pidfile={self.pidfile}",
+                f"-original={self.original}", f"-mountpoint={self.mountpoint}", *self.args]
+
+    def start(self, timeout: float = 15.0, env: Optional[dict] = None) -> "Daemon":
+        assert self.log is not None
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=logf,
+                                     env={**os.environ, **(env or {})})
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chaosfs exited with {self.proc.returncode}:\n{self.log_text()}")
+            if self.pidfile.exists() and mount_type(str(self.mountpoint)) == "fuse.chaosfs":
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"chaosfs did not become ready:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        if mount_type(str(self.mountpoint)):
+            lazy_unmount(str(self.mountpoint))
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        while mount_type(str(self.mountpoint)):
+            lazy_unmount(str(self.mountpoint))
+
+
+def make_daemon(base: Path, *args: str) -> Daemon:
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)  # other uids walk through (allow_other tests)
+    for d in ("original", "mnt"):
+        (base / d).mkdir(exist_ok=True)
+        os.chmod(base / d, 0o755)
+    return Daemon(original=base / "original", mountpoint=base / "mnt",
+                  pidfile=base / "run" / "chaosfs.pid", port=free_port(), args=list(args),
+                  log=base / "chaosfs.log")
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    """Start chaosfs daemons with extra flags: `daemon_factory("-hot=python")`."""
+    made: list[Daemon] = []
+
+    def factory(*args: str, start: bool = True, name: Optional[str] = None, env: Optional[dict] = None) -> Daemon:
+        d = make_daemon(tmp_path / (name or f"d{len(made)}"), *args)
+        made.append(d)
+        if start:
+            d.start(env=env)
+        return d
+
+    yield factory
+    for d in made:
+        d.cleanup()
+
+
+@pytest.fixture(params=["cython", "python"])
+def hot_impl(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def chaosfs_mount(daemon_factory) -> Daemon:
+    """A running chaosfs (Cython hot path) over an empty original dir."""
+    return daemon_factory()
