@@ -1,0 +1,312 @@
+"""`chaosfs-ctl`: set, list and clear faults on a running chaosfs over gRPC."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Callable, Optional
+
+import click
+import grpc
+from google.protobuf import empty_pb2, json_format
+
+from chaosfs.methods import ALL_METHODS, COMPAT_METHODS
+from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
+
+_UNITS = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+
+
+def parse_duration_us(text: str) -> int:
+    """'200ms', '1.5s', '750us'; a bare number is microseconds (0.9's unit)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(us|µs|ms|s|m|h)?\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 200ms, 1.5s, 750us)")
+    return int(round(float(m.group(1)) * _UNITS[m.group(2) or "us"]))
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_us(value)
+        except click.BadParameter as e:
+            self.fail(e.message, param, ctx)
+
+
+class Client:
+    def __init__(self, addr: str, timeout: float, token: Optional[str], ca: Optional[str],
+                 cert: Optional[str], key: Optional[str]) -> None:
+        self.addr = addr
+        self.timeout = timeout
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        if ca or cert:
+            read = lambda p: open(p, "rb").read() if p else None  # noqa: E731
+            creds = grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+            self.channel = grpc.secure_channel(addr, creds)
+        else:
+            self.channel = grpc.insecure_channel(addr)
+        self.injure = injure_pb2_grpc.InjureStub(self.channel)
+        self.faults = faults_pb2_grpc.FaultsStub(self.channel)
+
+    def call(self, fn: Callable, request: Any) -> Any:
+        try:
+            return fn(request, timeout=self.timeout, metadata=self.metadata)
+        except grpc.RpcError as e:
+            code = e.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                msg = f"cannot reach chaosfs at {self.addr}: {code.name.lower()}"
+            elif code == grpc.StatusCode.INVALID_ARGUMENT:
+                msg = f"rejected: {e.details()}"
+            else:
+                msg = f"{code.name}: {e.details()}"
+            raise click.ClickException(msg) from None
+
+
+pass_client = click.make_pass_decorator(Client)
+
+
+def _emit(ctx: click.Context, data: Any, human: Callable[[], None]) -> None:
+    if ctx.find_root().params.get("as_json"):
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        human()
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--addr", envvar="CHAOSFS_ADDR", default="127.0.0.1:65534", show_default=True,
+              help="chaosfs gRPC address HOST:PORT (env CHAOSFS_ADDR)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds per RPC")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), envvar="CHAOSFS_TOKEN_FILE",
+              help="send `authorization: Bearer <token>`")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="verify the server with this CA")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (mTLS)")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client key (mTLS)")
+@click.pass_context
+def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file: Optional[str],
+        tls_ca: Optional[str], tls_cert: Optional[str], tls_key: Optional[str]) -> None:
+    """Control a running chaosfs: 0.9-style faults (set/set-all/recover) and rules (add/rm/rules)."""
+    token = open(token_file).read().strip() if token_file else None
+    ctx.obj = Client(addr, timeout, token, tls_ca, tls_cert, tls_key)
+
+
+# ---- Chaos Mesh 0.9 commands (injure.Injure) ---------------------------------------------
+
+@cli.command()
+@pass_client
+@click.pass_context
+def methods(ctx: click.Context, c: Client) -> None:
+    """Method names a 0.9 fault can target."""
+    names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
+    _emit(ctx, names, lambda: click.echo("\n".join(names)))
+
+
+def _fault_options(fn: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--errno", "errno_", type=click.IntRange(0, 4095), default=0, help="errno to return (e.g. 5 = EIO)"),
+        click.option("--random", "random_", is_flag=True, help="random errno 7..53 (0.9 behaviour)"),
+        click.option("--pct", type=click.IntRange(0, 100), default=100, show_default=True, help="percent of matching operations"),
+        click.option("--path", default="", help="RE2 regex searched in the mount-relative path"),
+        click.option("--delay", type=Duration(), default="0", help="delay before the op (200ms, 1s; bare number = µs)"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _request(methods: tuple, errno_: int, random_: bool, pct: int, path: str, delay: int) -> Any:
+    if delay > 0xFFFFFFFF:
+        raise click.BadParameter("delay too large for the 0.9 protocol (uint32 µs)", param_hint="--delay")
+    return injure_pb2.Request(methods=list(methods), errno=errno_, random=random_, pct=pct,
+                              path=path, delay=delay)
+
+
+@cli.command("set")
+@click.argument("methods", nargs=-1, required=True, type=click.Choice(COMPAT_METHODS), metavar="METHOD...")
+@_fault_options
+@pass_client
+def set_(c: Client, methods: tuple, errno_: int, random_: bool, pct: int, path: str, delay: int) -> None:
+    """Set a 0.9 fault on METHODS (SetFault): `set read --errno 5 --path 'db/.*'`."""
+    c.call(c.injure.SetFault, _request(methods, errno_, random_, pct, path, delay))
+    click.echo(f"fault set on {', '.join(methods)}")
+
+
+@cli.command("set-all")
+@_fault_options
+@pass_client
+def set_all(c: Client, errno_: int, random_: bool, pct: int, path: str, delay: int) -> None:
+    """Set a 0.9 fault on every method (SetFaultAll)."""
+    c.call(c.injure.SetFaultAll, _request((), errno_, random_, pct, path, delay))
+    click.echo("fault set on all methods")
+
+
+@cli.command()
+@click.argument("methods", nargs=-1, type=click.Choice(COMPAT_METHODS), metavar="[METHOD...]")
+@pass_client
+def recover(c: Client, methods: tuple) -> None:
+    """Clear 0.9 faults of METHODS (RecoverMethod), or everything (RecoverAll)."""
+    if methods:
+        c.call(c.injure.RecoverMethod, injure_pb2.Request(methods=list(methods)))
+        click.echo(f"recovered {', '.join(methods)}")
+    else:
+        c.call(c.injure.RecoverAll, empty_pb2.Empty())
+        click.echo("recovered all")
+
+
+@cli.command()
+@pass_client
+@click.pass_context
+def injected(ctx: click.Context, c: Client) -> None:
+    """Whether any fault is set (exit 0 either way)."""
+    v = c.call(c.injure.Injected, empty_pb2.Empty()).injected
+    _emit(ctx, {"injected": v}, lambda: click.echo("injected" if v else "clean"))
+
+
+# ---- chaosfs.v1 rules --------------------------------------------------------------------
+
+def _fmt_us(us: float) -> str:
+    if us >= 1_000_000:
+        return f"{us / 1e6:g}s"
+    if us >= 1000:
+        return f"{us / 1e3:g}ms"
+    return f"{us:g}us"
+
+
+def _describe(r: Any) -> str:
+    acts = []
+    if r.HasField("errno"):
+        acts.append("errno=random" if r.errno.random else f"errno={r.errno.code}")
+    if r.HasField("delay"):
+        d = _fmt_us(r.delay.fixed_us)
+        acts.append(f"delay={d}" + (f"+{_fmt_us(r.delay.jitter_us)}" if r.delay.jitter_us else ""))
+    if r.HasField("corrupt"):
+        acts.append(f"corrupt={faults_pb2.CorruptMode.Name(r.corrupt.mode).lower()}"
+                    f"x{r.corrupt.occurrences}/{r.corrupt.length}B")
+    if r.HasField("short"):
+        acts.append(f"short={r.short.fraction:g}")
+    return " ".join(acts) or "-"
+
+
+@cli.command()
+@pass_client
+@click.pass_context
+def rules(ctx: click.Context, c: Client) -> None:
+    """List every rule (both APIs)."""
+    resp = c.call(c.faults.ListRules, faults_pb2.ListRulesRequest())
+    data = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in resp.rules]
+
+    def human() -> None:
+        if not resp.rules:
+            click.echo("no rules")
+            return
+        _table([[r.id, ",".join(r.methods) or "*", (r.path or "*") + (" (glob)" if r.path_kind else ""),
+                 f"{r.probability:g}%", _describe(r), str(r.hits),
+                 f"{r.expires_in:.1f}s" if r.expires_in else "-"] for r in resp.rules],
+               ["ID", "METHODS", "PATH", "PROB", "ACTIONS", "HITS", "TTL"])
+    _emit(ctx, data, human)
+
+
+@cli.command()
+@click.option("--id", "rule_id", default="", help="rule id (default: assigned)")
+@click.option("-m", "--method", "methods", multiple=True, type=click.Choice(ALL_METHODS),
+              help="operation (repeatable; none = every operation)")
+@click.option("--path", default="", help="RE2 regex searched in the mount-relative path")
+@click.option("--glob", "glob_", is_flag=True, help="--path is an anchored glob (*, **, ?)")
+@click.option("--probability", type=float, default=100.0, show_default=True, help="percent, fractional")
+@click.option("--errno", "errno_", type=int, default=0, help="errno to return")
+@click.option("--random-errno", is_flag=True, help="a realistic errno for each operation")
+@click.option("--delay", type=Duration(), default="0", help="fixed delay (200ms, 1s)")
+@click.option("--jitter", type=Duration(), default="0", help="plus uniform random delay up to this")
+@click.option("--corrupt", type=click.Choice(["random", "zero", "bitflip"]), help="corrupt read/written bytes")
+@click.option("--corrupt-length", type=int, default=1, show_default=True, help="bytes per corrupted region")
+@click.option("--corrupt-occurrences", type=int, default=1, show_default=True, help="regions per operation")
+@click.option("--short", type=float, default=0.0, help="read/write only this fraction of the request")
+@click.option("--ttl", type=float, default=0.0, help="remove the rule after SECONDS")
+@click.option("--max-hits", type=int, default=0, help="remove the rule after firing N times")
+@pass_client
+@click.pass_context
+def add(ctx: click.Context, c: Client, rule_id: str, methods: tuple, path: str, glob_: bool,
+        probability: float, errno_: int, random_errno: bool, delay: int, jitter: int,
+        corrupt: Optional[str], corrupt_length: int, corrupt_occurrences: int, short: float,
+        ttl: float, max_hits: int) -> None:
+    """Add a rule: `add -m read --path 'db/.*' --errno 5 --probability 30 --ttl 60`."""
+    if errno_ < 0 or max_hits < 0 or corrupt_length < 0 or corrupt_occurrences < 0:
+        raise click.BadParameter("negative values are not allowed")
+    rule = faults_pb2.Rule(id=rule_id, methods=list(methods), path=path,
+                           path_kind=faults_pb2.GLOB if glob_ else faults_pb2.REGEX,
+                           probability=probability, ttl_seconds=ttl, max_hits=max_hits)
+    if errno_ or random_errno:
+        rule.errno.code = errno_
+        rule.errno.random = random_errno
+    if delay or jitter:
+        rule.delay.fixed_us = delay
+        rule.delay.jitter_us = jitter
+    if corrupt:
+        rule.corrupt.mode = {"random": faults_pb2.RANDOM, "zero": faults_pb2.ZERO,
+                             "bitflip": faults_pb2.BITFLIP}[corrupt]
+        rule.corrupt.length = corrupt_length
+        rule.corrupt.occurrences = corrupt_occurrences
+    if short:
+        rule.short.fraction = short
+    rid = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule)).id
+    _emit(ctx, {"id": rid}, lambda: click.echo(rid))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@pass_client
+def rm(c: Client, ids: tuple) -> None:
+    """Remove rules by id (all or none)."""
+    n = c.call(c.faults.RemoveRule, faults_pb2.RemoveRuleRequest(ids=list(ids))).removed
+    click.echo(f"removed {n}")
+
+
+@cli.command()
+@pass_client
+def clear(c: Client) -> None:
+    """Remove every rule (same as `recover`)."""
+    n = c.call(c.faults.Clear, faults_pb2.ClearRequest()).removed
+    click.echo(f"removed {n}")
+
+
+@cli.command()
+@click.option("--reset", is_flag=True, help="zero the operation counters after reading")
+@pass_client
+@click.pass_context
+def stats(ctx: click.Context, c: Client, reset: bool) -> None:
+    """Rule hit counts and per-operation counts and latencies."""
+    resp = c.call(c.faults.Stats, faults_pb2.StatsRequest(reset=reset))
+    data = json_format.MessageToDict(resp, preserving_proto_field_name=True)
+
+    def human() -> None:
+        if resp.rules:
+            _table([[r.id, str(r.hits)] for r in resp.rules], ["RULE", "HITS"])
+            click.echo()
+        _table([[m.method, str(m.count), str(m.errors), f"<{_fmt_us(m.p50_us)}", f"<{_fmt_us(m.p99_us)}"]
+                for m in resp.methods], ["METHOD", "OPS", "ERRORS", "P50", "P99"])
+    _emit(ctx, data, human)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="chaosfs-ctl", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"chaosfs-ctl: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"chaosfs-ctl: {e.format_message()}", err=True)
+        sys.exit(1)
+    except click.Abort:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
