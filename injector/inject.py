@@ -256,6 +256,7 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
 
     # volumes: overwrite by name in place, else append
     volumes: list[dict] = list(spec.get("volumes") or [])
+    pod_volume_names = {v.get("name") for v in volumes if isinstance(v, dict)} | extra_volumes
     index = {v.get("name"): i for i, v in enumerate(volumes) if isinstance(v, dict)}
     for vol in sc.volumes:
         if vol["name"] in index:
@@ -264,20 +265,41 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
             index[vol["name"]] = len(volumes)
             volumes.append(copy.deepcopy(vol))
 
+    # every mount the template introduces must name a volume of the pod
+    available = set(index) | extra_volumes
+    missing_policy = opts.missing_volumes or sc.missing_volumes
+    introduced = list(sc.volume_mounts) + [m for c in sc.init_containers + sc.containers
+                                           for m in c.get("volumeMounts") or []]
+    for m in introduced:
+        name = m.get("name")
+        if name in available:
+            continue
+        if missing_policy == "emptyDir":
+            volumes.append({"name": name, "emptyDir": {}})
+            index[name] = len(volumes) - 1
+            available.add(name)
+            continue
+        have = ", ".join(sorted(n for n in pod_volume_names if n)) or "none"
+        raise InjectionError(
+            f"{where}: the template mounts volume {name!r} (VolumeName?) but the pod has no "
+            f"such volume (pod volumes: {have}); set VolumeName to one of them or opt in to "
+            "an emptyDir with missingVolumes: emptyDir")
+
     # mounts of the app's containers: overwrite the same-named mount in place, else append
     for c in app_containers:
         mounts = list(c.get("volumeMounts") or [])
         for vm in sc.volume_mounts:
             same = next((i for i, m in enumerate(mounts) if m.get("name") == vm["name"]), None)
-            if same is not None:
-                mounts[same] = copy.deepcopy(vm)
-                continue
-            clash = next((m for m in mounts if m.get("mountPath") == vm["mountPath"]), None)
+            clash = next((m for i, m in enumerate(mounts)
+                          if m.get("mountPath") == vm["mountPath"] and i != same), None)
             if clash is not None:
                 raise InjectionError(
                     f"{where}: container {c['name']!r} already mounts volume {clash.get('name')!r}"
                     f" at {vm['mountPath']}, where the template mounts {vm['name']!r}")
-            mounts.append(copy.deepcopy(vm))
+            if same is not None:
+                mounts[same] = copy.deepcopy(vm)
+            else:
+                mounts.append(copy.deepcopy(vm))
         c["volumeMounts"] = mounts
         for env in sc.env:
             current = c.setdefault("env", [])
@@ -295,26 +317,6 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
                 mounts.append(copy.deepcopy(vm))
         if mounts:
             c["volumeMounts"] = mounts
-
-    # every mount we introduced must name a volume of the pod
-    available = set(index) | extra_volumes
-    missing_policy = opts.missing_volumes or sc.missing_volumes
-    for c in app_containers + injected_inits + sidecars:
-        for m in c.get("volumeMounts") or []:
-            name = m.get("name")
-            if name in available:
-                continue
-            if not _introduced(m, sc, c, sidecars, injected_inits):
-                continue
-            if missing_policy == "emptyDir":
-                volumes.append({"name": name, "emptyDir": {}})
-                available.add(name)
-                continue
-            have = ", ".join(sorted(n for n in available if n)) or "none"
-            raise InjectionError(
-                f"{where}: the template mounts volume {name!r} (VolumeName?) but the pod has no "
-                f"such volume (pod volumes: {have}); set VolumeName to one of them or opt in to "
-                "an emptyDir with missingVolumes: emptyDir")
 
     # postStart hooks of the named containers: lifecycle.postStart.exec.command
     all_by_name = {c["name"]: c for c in app_containers + sidecars}
@@ -371,14 +373,6 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
     if annotations is None:
         annotations = meta["annotations"] = {}
     annotations[STATUS_ANNOTATION] = STATUS_INJECTED
-
-
-def _introduced(mount: dict, sc: SidecarConfig, container: dict, sidecars: list[dict],
-                inits: list[dict]) -> bool:
-    """Whether a mount came from the template (the app's own mounts are its own business)."""
-    if any(container is c for c in sidecars + inits):
-        return True
-    return any(mount == vm for vm in sc.volume_mounts)
 
 
 def _set_post_start(container: dict, command: list[str], where: str) -> None:
