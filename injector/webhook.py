@@ -345,8 +345,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(400, {"error": f"bad Content-Length {length_text!r}"})
             return
         if length > self.server.max_body:
-            # do not read it: answer and drop the connection
+            # Discard (not store) a moderately oversized body so the client can read our answer;
+            # anything bigger is not read at all and the connection is dropped.
             self.close_connection = True
+            if length <= 8 * self.server.max_body:
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
             self.server.webhook.metrics.failures.labels("", "too_large").inc()
             self._json(413, {"error": f"body of {length} bytes exceeds the limit of "
                                       f"{self.server.max_body}"})
@@ -392,6 +400,7 @@ class WebhookServer(http.server.ThreadingHTTPServer):
         return self.server_address[1]
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="webhook-https", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="webhook-https",
+                                  daemon=True)
         thread.start()
         return thread
