@@ -138,6 +138,13 @@ class InodeTable:
         return os.fsdecode(b"/".join(reversed(parts)))
 
 
+def _drop_pages(ino: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=False)
+    except OSError:
+        pass
+
+
 def fuse_op(method: str) -> Callable:
     """Error mapping and stats for a cold-path handler. An exception other than FUSEError
     escaping into pyfuse3 would end its main loop and kill the mount for everyone."""
@@ -424,6 +431,10 @@ class FsOperations(pyfuse3.Operations):
             other.parent, other.name = pold, name_old
         # Cached rule matches of everything below the moved name are now wrong.
         self.gate.epoch += 1
+        if moved is not None and self.gate.active and self._data_rules_match(moved):
+            # Pages cached under the old name must not answer for a file a rule now
+            # matches. Off the loop thread: the kernel may need us to answer meanwhile.
+            await trio.to_thread.run_sync(_drop_pages, moved.ino)
 
     def _known_at(self, dirfd: int, name: bytes) -> Optional[Node]:
         try:

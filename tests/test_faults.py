@@ -1,0 +1,487 @@
+"""Fault engine + gRPC control plane against a real daemon, real mount, real gRPC."""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
+from tests.compat09 import Injure09
+from tests.conftest import CHAOSFS_CTL
+
+COMPAT_31 = ("open read write mkdir rmdir opendir fsync flush release truncate getattr chown "
+             "chmod utimens allocate getlk setlk setlkw statfs readlink symlink create access "
+             "link mknod rename unlink getxattr listxattr removexattr setxattr").split()
+
+
+@pytest.fixture
+def fs(daemon_factory):
+    d = daemon_factory()
+    (d.original / "db").mkdir()
+    (d.original / "db" / "000012.sst").write_bytes(b"sst-data" * 512)
+    (d.original / "other.txt").write_bytes(b"other-data" * 400)
+    d.injure = Injure09(d.addr)
+    d.channel = grpc.insecure_channel(d.addr)
+    d.faults = faults_pb2_grpc.FaultsStub(d.channel)
+    yield d
+    d.injure.close()
+    d.channel.close()
+
+
+def rules_of(d) -> list:
+    return list(d.faults.ListRules(fpb.ListRulesRequest()).rules)
+
+
+def read_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def errno_of(fn, *a) -> int:
+    try:
+        fn(*a)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+# ---- injure.Injure (0.9) ------------------------------------------------------------------
+
+def test_methods_lists_exactly_the_31_names(fs):
+    assert list(fs.injure.Methods(fs.injure.empty()).methods) == COMPAT_31
+
+
+def test_set_fault_errno_on_path_then_recover_all(fs):
+    m = fs.mountpoint
+    assert read_file(m / "db" / "000012.sst")  # now in the page cache
+    assert not fs.injure.Injected(fs.injure.empty()).injected
+    fs.injure.SetFault(fs.injure.request(methods=["read"], errno=5, pct=100, path="db/.*"))
+    assert fs.injure.Injected(fs.injure.empty()).injected
+    assert errno_of(read_file, m / "db" / "000012.sst") == errno.EIO
+    assert read_file(m / "other.txt") == b"other-data" * 400  # other paths untouched
+    fs.injure.RecoverAll(fs.injure.empty())
+    assert not fs.injure.Injected(fs.injure.empty()).injected
+    assert read_file(m / "db" / "000012.sst") == b"sst-data" * 512
+
+
+def test_set_fault_replaces_per_method_and_recover_method(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["open"], errno=13, pct=100, path="other"))
+    assert errno_of(os.open, m / "other.txt", os.O_RDONLY) == errno.EACCES
+    inj.SetFault(inj.request(methods=["open"], errno=2, pct=100, path="other"))  # replaces
+    assert errno_of(os.open, m / "other.txt", os.O_RDONLY) == errno.ENOENT
+    assert [r.id for r in rules_of(fs)] == ["injure:open"]
+    inj.SetFault(inj.request(methods=["mkdir"], errno=28, pct=100))
+    assert errno_of(os.mkdir, m / "newdir") == errno.ENOSPC
+    inj.RecoverMethod(inj.request(methods=["open"]))
+    os.close(os.open(m / "other.txt", os.O_RDONLY))
+    assert errno_of(os.mkdir, m / "newdir") == errno.ENOSPC
+    inj.RecoverMethod(inj.request(methods=["mkdir"]))
+    os.mkdir(m / "newdir")
+    assert (fs.original / "newdir").is_dir()
+
+
+def test_set_fault_all_and_random_errno_range(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFaultAll(inj.request(random=True, pct=100, path="^db/"))
+    seen = set()
+    for _ in range(60):
+        e = errno_of(os.stat, m / "db" / "000012.sst")
+        assert 7 <= e <= 53, e
+        seen.add(e)
+    assert len(seen) > 5  # really random
+    assert read_file(m / "other.txt")  # regex anchored at db/: other.txt unaffected
+    assert len(rules_of(fs)) == 31
+
+
+def test_delay_only_fault_is_microseconds(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["getattr"], delay=200_000, pct=100, path="other"))
+    t0 = time.monotonic()
+    os.stat(m / "other.txt")
+    took = time.monotonic() - t0
+    assert 0.19 <= took < 2.0, took
+    t0 = time.monotonic()
+    os.stat(m / "db")
+    assert time.monotonic() - t0 < 0.15
+
+
+def test_pct_zero_never_fires(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["read"], errno=5, pct=0, path="other"))
+    for _ in range(50):
+        assert read_file(m / "other.txt")
+
+
+@pytest.mark.parametrize("request_kw, field", [
+    (dict(methods=["bogus"], errno=5), "unknown method"),
+    (dict(methods=["read"], errno=5, path="("), "path"),
+    (dict(methods=["read"], errno=70000), "errno"),
+    (dict(methods=[], errno=5), "methods"),
+])
+def test_bad_compat_requests_are_invalid_argument_and_change_nothing(fs, request_kw, field):
+    inj = fs.injure
+    inj.SetFault(inj.request(methods=["write"], errno=28, pct=100))
+    before = [(r.id, r.path) for r in rules_of(fs)]
+    with pytest.raises(grpc.RpcError) as ei:
+        inj.SetFault(inj.request(**request_kw))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in ei.value.details()
+    assert [(r.id, r.path) for r in rules_of(fs)] == before
+
+
+def test_release_gets_delay_only(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["release"], errno=5, delay=100_000, pct=100, path="other"))
+    fd = os.open(m / "other.txt", os.O_RDONLY)
+    t0 = time.monotonic()
+    os.close(fd)  # close never fails; release is async in the kernel, so wait for it to land
+    assert time.monotonic() - t0 < 1.0
+    st = fs.faults.Stats(fpb.StatsRequest())
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "release" not in {x.method for x in st.methods}:
+        time.sleep(0.05)
+        st = fs.faults.Stats(fpb.StatsRequest())
+    assert {r.id: r.hits for r in st.rules}["injure:release"] >= 1
+    rel = {x.method: x for x in st.methods}["release"]
+    assert rel.errors == 0
+
+
+def test_rename_matches_either_path(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["rename"], errno=18, pct=100, path="^db/"))
+    assert errno_of(os.rename, m / "other.txt", m / "db" / "moved") == errno.EXDEV
+    assert errno_of(os.rename, m / "db" / "000012.sst", m / "x.sst") == errno.EXDEV
+    (m / "a").write_bytes(b"1")
+    os.rename(m / "a", m / "b")
+    assert (fs.original / "b").exists()
+
+
+# ---- chaosfs.v1.Faults ---------------------------------------------------------------------
+
+def add(d, **kw) -> str:
+    return d.faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(**kw))).id
+
+
+def test_rules_coexist_and_remove_by_id(fs):
+    m = fs.mountpoint
+    a = add(fs, methods=["read"], path="other", errno=fpb.ErrnoAction(code=5))
+    b = add(fs, methods=["open"], path="sst$", errno=fpb.ErrnoAction(code=13))
+    assert a != b and {r.id for r in rules_of(fs)} == {a, b}
+    assert errno_of(read_file, m / "other.txt") == errno.EIO
+    assert errno_of(read_file, m / "db" / "000012.sst") == errno.EACCES
+    fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[a]))
+    assert read_file(m / "other.txt")
+    with pytest.raises(grpc.RpcError) as ei:
+        fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[b, "nope"]))
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    assert {r.id for r in rules_of(fs)} == {b}  # all or nothing
+
+
+def test_recover_all_clears_v1_rules_too(fs):
+    add(fs, methods=["read"], errno=fpb.ErrnoAction(code=5))
+    fs.injure.RecoverAll(fs.injure.empty())
+    assert rules_of(fs) == []
+
+
+def test_glob_paths(fs):
+    m = fs.mountpoint
+    add(fs, methods=["open"], path="db/*.sst", path_kind=fpb.GLOB, errno=fpb.ErrnoAction(code=5))
+    assert errno_of(read_file, m / "db" / "000012.sst") == errno.EIO
+    (fs.original / "db" / "sub").mkdir()
+    (fs.original / "db" / "sub" / "1.sst").write_bytes(b"x")
+    assert read_file(m / "db" / "sub" / "1.sst") == b"x"  # * stays inside one segment
+
+
+def test_realistic_random_errno_per_method(fs):
+    m = fs.mountpoint
+    add(fs, methods=["write"], path="other", errno=fpb.ErrnoAction(random=True))
+    seen = set()
+    with open(m / "other.txt", "r+b", buffering=0) as f:
+        for _ in range(80):
+            seen.add(errno_of(f.write, b"x"))
+    assert seen <= {errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EINTR}
+    assert len(seen) >= 3
+
+
+def test_corrupt_read_bytes_differ_from_backing(fs):
+    m = fs.mountpoint
+    add(fs, methods=["read"], path="other", corrupt=fpb.CorruptAction(mode=fpb.ZERO, length=4, occurrences=2))
+    data = read_file(m / "other.txt")
+    orig = (fs.original / "other.txt").read_bytes()
+    assert len(data) == len(orig)
+    diff = [i for i in range(len(orig)) if data[i] != orig[i]]
+    assert 1 <= len(diff) <= 8 and all(data[i] == 0 for i in diff)
+
+
+def test_corrupt_write_lands_corrupted_in_backing(fs):
+    m = fs.mountpoint
+    add(fs, methods=["write"], path="new.bin", corrupt=fpb.CorruptAction(mode=fpb.BITFLIP, length=16))
+    payload = bytes(range(256)) * 16
+    with open(m / "new.bin", "wb") as f:
+        assert f.write(payload) == len(payload)
+    stored = (fs.original / "new.bin").read_bytes()
+    diff = [i for i in range(len(payload)) if stored[i] != payload[i]]
+    assert 1 <= len(diff) <= 16
+    assert all(bin(stored[i] ^ payload[i]).count("1") == 1 for i in diff)
+
+
+def test_short_read_and_short_write(fs):
+    m = fs.mountpoint
+    add(fs, methods=["read", "write"], path="other", short=fpb.ShortAction(fraction=0.25))
+    fd = os.open(m / "other.txt", os.O_RDWR)
+    try:
+        assert len(os.pread(fd, 4000, 0)) == 1000
+        assert os.pwrite(fd, b"z" * 400, 0) == 100
+    finally:
+        os.close(fd)
+    assert (fs.original / "other.txt").read_bytes()[:101] == b"z" * 100 + b"o"
+
+
+def test_probability_within_binomial_bounds(fs):
+    m = fs.mountpoint
+    add(fs, methods=["read"], path="other", probability=30.0, errno=fpb.ErrnoAction(code=5))
+    fd = os.open(m / "other.txt", os.O_RDONLY)
+    n, fails = 2000, 0
+    try:
+        for i in range(n):
+            try:
+                os.pread(fd, 64, (i * 64) % 4000)
+            except OSError as e:
+                assert e.errno == errno.EIO
+                fails += 1
+    finally:
+        os.close(fd)
+    sd = math.sqrt(n * 0.3 * 0.7)
+    assert abs(fails - 0.3 * n) < 5 * sd, fails
+    hits = {r.id: r.hits for r in fs.faults.Stats(fpb.StatsRequest()).rules}
+    assert list(hits.values()) == [fails]
+
+
+def test_already_open_handle_and_page_cache_do_not_hide_a_read_fault(fs):
+    m = fs.mountpoint
+    fd = os.open(m / "other.txt", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 0) == (b"other-data" * 10)  # cached now
+        assert read_file(m / "other.txt")
+        add(fs, methods=["read"], path="other", errno=fpb.ErrnoAction(code=5))
+        assert errno_of(os.pread, fd, 100, 0) == errno.EIO      # the open handle
+        assert errno_of(read_file, m / "other.txt") == errno.EIO  # a new handle
+    finally:
+        os.close(fd)
+
+
+def test_attr_and_entry_caches_do_not_hide_getattr_or_lookup_faults(fs):
+    m = fs.mountpoint
+    os.stat(m / "other.txt")  # attr + entry cached (1 s by default)
+    add(fs, methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5))
+    assert errno_of(os.stat, m / "other.txt") == errno.EIO
+    fs.faults.Clear(fpb.ClearRequest())
+    os.stat(m / "db" / "000012.sst")
+    add(fs, methods=["lookup"], path="sst$", errno=fpb.ErrnoAction(code=2))
+    assert errno_of(os.stat, m / "db" / "000012.sst") == errno.ENOENT
+
+
+def test_delay_does_not_stall_other_files_or_same_file_reads(fs):
+    m = fs.mountpoint
+    add(fs, methods=["read"], path="^db/", delay=fpb.DelayAction(fixed_us=500_000))
+    results = {}
+
+    def slow(i):
+        t0 = time.monotonic()
+        fd = os.open(m / "db" / "000012.sst", os.O_RDONLY)
+        os.pread(fd, 100, 0)
+        os.close(fd)
+        results[i] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=slow, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    fd = os.open(m / "other.txt", os.O_RDONLY)
+    for i in range(20):
+        os.pread(fd, 100, i * 100)
+    os.close(fd)
+    fast = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    assert fast < 0.25, fast
+    assert all(0.45 <= v < 0.95 for v in results.values()), results  # concurrent, not serial
+
+
+def test_ttl_and_max_hits_expire(fs):
+    m = fs.mountpoint
+    add(fs, id="ttl", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), ttl_seconds=0.5)
+    assert errno_of(os.stat, m / "other.txt") == errno.EIO
+    deadline = time.monotonic() + 5
+    while rules_of(fs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rules_of(fs) == []
+    os.stat(m / "other.txt")
+    add(fs, id="twice", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), max_hits=2)
+    assert [errno_of(os.stat, m / "other.txt") for _ in range(4)] == [errno.EIO, errno.EIO, 0, 0]
+
+
+@pytest.mark.parametrize("rule, field", [
+    (dict(methods=["nope"], errno=fpb.ErrnoAction(code=5)), "methods"),
+    (dict(path="a(", errno=fpb.ErrnoAction(code=5)), "path"),
+    (dict(path="[ab", path_kind=fpb.GLOB, errno=fpb.ErrnoAction(code=5)), "path"),
+    (dict(errno=fpb.ErrnoAction(code=5000)), "errno"),
+    (dict(methods=["read"]), "action"),
+    (dict(probability=100.5, errno=fpb.ErrnoAction(code=5)), "probability"),
+    (dict(probability=-1, errno=fpb.ErrnoAction(code=5)), "probability"),
+    (dict(delay=fpb.DelayAction(fixed_us=3601 * 10**6)), "delay"),
+    (dict(methods=["read"], corrupt=fpb.CorruptAction(length=1 << 30)), "corrupt.length"),
+    (dict(methods=["open"], corrupt=fpb.CorruptAction(length=1)), "methods"),
+    (dict(short=fpb.ShortAction(fraction=1.5), methods=["read"]), "short"),
+    (dict(ttl_seconds=-1, errno=fpb.ErrnoAction(code=5)), "ttl"),
+    (dict(path="x" * 5000, errno=fpb.ErrnoAction(code=5)), "path"),
+])
+def test_invalid_rules_rejected_and_table_unchanged(fs, rule, field):
+    keep = add(fs, id="keep", methods=["write"], errno=fpb.ErrnoAction(code=28))
+    with pytest.raises(grpc.RpcError) as ei:
+        add(fs, **rule)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ei.value.details().startswith(field), ei.value.details()
+    assert [r.id for r in rules_of(fs)] == [keep]
+
+
+def test_duplicate_id_is_already_exists(fs):
+    add(fs, id="x", errno=fpb.ErrnoAction(code=5), methods=["read"], path="nomatch")
+    with pytest.raises(grpc.RpcError) as ei:
+        add(fs, id="x", errno=fpb.ErrnoAction(code=6), methods=["read"])
+    assert ei.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_many_nonmatching_rules_and_rename_invalidates_match_cache(fs):
+    m = fs.mountpoint
+    for i in range(1000):
+        add(fs, methods=["read"], path=f"^nomatch{i}/", errno=fpb.ErrnoAction(code=5))
+    assert read_file(m / "other.txt") == b"other-data" * 400
+    add(fs, id="hot", methods=["read"], path="^db/moved", errno=fpb.ErrnoAction(code=5))
+    fd = os.open(m / "other.txt", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 10, 0) == b"other-data"
+        os.rename(m / "other.txt", m / "db" / "moved.txt")
+        assert errno_of(os.pread, fd, 10, 0) == errno.EIO  # same handle, new path
+    finally:
+        os.close(fd)
+    hits = {r.id: r.hits for r in fs.faults.Stats(fpb.StatsRequest()).rules}
+    assert hits["hot"] >= 1 and sum(hits.values()) == hits["hot"]  # the 1,000 never fired
+
+
+def test_stats_counts_and_histograms(fs):
+    m = fs.mountpoint
+    fs.faults.Stats(fpb.StatsRequest(reset=True))
+    fd = os.open(m / "other.txt", os.O_RDONLY | os.O_DIRECT) if False else os.open(m / "other.txt", os.O_RDONLY)
+    os.close(fd)
+    add(fs, methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5))
+    for _ in range(5):
+        errno_of(os.stat, m / "other.txt")
+    st = fs.faults.Stats(fpb.StatsRequest())
+    by = {x.method: x for x in st.methods}
+    assert by["getattr"].errors >= 5 and by["getattr"].count >= 5
+    assert sum(by["getattr"].histogram) == by["getattr"].count
+    assert by["getattr"].p50_us > 0
+
+
+# ---- standard services, CLI, security ------------------------------------------------------
+
+def test_health_serving_and_reflection_lists_services(fs):
+    h = health_pb2_grpc.HealthStub(fs.channel)
+    assert h.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    assert h.Check(health_pb2.HealthCheckRequest(service="injure.Injure")).status == health_pb2.HealthCheckResponse.SERVING
+    r = reflection_pb2_grpc.ServerReflectionStub(fs.channel)
+    resp = next(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in resp.list_services_response.service}
+    assert {"injure.Injure", "chaosfs.v1.Faults", "grpc.health.v1.Health"} <= names
+
+
+def ctl(d, *args, check=True):
+    p = subprocess.run([CHAOSFS_CTL, "--addr", d.addr, *args], capture_output=True, text=True, timeout=30)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_chaosfs_ctl_end_to_end(fs):
+    m = fs.mountpoint
+    assert ctl(fs, "methods").stdout.split() == COMPAT_31
+    ctl(fs, "set", "read", "--errno", "5", "--path", "other")
+    assert errno_of(read_file, m / "other.txt") == errno.EIO
+    assert json.loads(ctl(fs, "--json", "injected").stdout) == {"injected": True}
+    ctl(fs, "recover", "read")
+    assert read_file(m / "other.txt")
+    rid = ctl(fs, "add", "-m", "getattr", "--path", "sst$", "--errno", "2", "--ttl", "60").stdout.strip()
+    assert errno_of(os.stat, m / "db" / "000012.sst") == errno.ENOENT
+    listing = ctl(fs, "rules").stdout
+    assert rid in listing and "errno=2" in listing
+    data = json.loads(ctl(fs, "--json", "rules").stdout)
+    assert data[0]["id"] == rid and data[0]["methods"] == ["getattr"]
+    assert "getattr" in ctl(fs, "stats").stdout
+    ctl(fs, "rm", rid)
+    os.stat(m / "db" / "000012.sst")
+    bad = ctl(fs, "add", "--path", "(", "--errno", "5", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "path" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_chaosfs_ctl_unreachable_is_one_line():
+    p = subprocess.run([CHAOSFS_CTL, "--addr", "127.0.0.1:1", "rules"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    assert p.stderr.strip().startswith("chaosfs-ctl: cannot reach chaosfs at 127.0.0.1:1")
+    assert p.stderr.count("\n") == 1
+
+
+def test_token_auth(daemon_factory, tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    d = daemon_factory(f"-token-file={tok}")
+    ch = grpc.insecure_channel(d.addr)
+    stub = faults_pb2_grpc.FaultsStub(ch)
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(methods=["read"], errno=fpb.ErrnoAction(code=5))))
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.ListRules(fpb.ListRulesRequest(), metadata=[("authorization", "Bearer wrong")])
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    good = [("authorization", "Bearer s3cret")]
+    assert list(stub.ListRules(fpb.ListRulesRequest(), metadata=good).rules) == []
+    h = health_pb2_grpc.HealthStub(ch)
+    assert h.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    ch.close()
+
+
+def test_mtls(daemon_factory, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client@chaosfs")
+    paths = {}
+    for name, blob in {"ca": ca.cert_pem.bytes(), "cert": server.cert_chain_pems[0].bytes(),
+                       "key": server.private_key_pem.bytes(), "ccert": client.cert_chain_pems[0].bytes(),
+                       "ckey": client.private_key_pem.bytes()}.items():
+        paths[name] = tmp_path / f"{name}.pem"
+        paths[name].write_bytes(blob)
+    d = daemon_factory(f"-tls-cert={paths['cert']}", f"-tls-key={paths['key']}", f"-tls-client-ca={paths['ca']}")
+    good = grpc.ssl_channel_credentials(ca.cert_pem.bytes(), client.private_key_pem.bytes(),
+                                        client.cert_chain_pems[0].bytes())
+    ch = grpc.secure_channel(d.addr, good)
+    assert list(faults_pb2_grpc.FaultsStub(ch).ListRules(fpb.ListRulesRequest(), timeout=10).rules) == []
+    ch.close()
+    anon = grpc.secure_channel(d.addr, grpc.ssl_channel_credentials(ca.cert_pem.bytes()))
+    with pytest.raises(grpc.RpcError) as ei:
+        faults_pb2_grpc.FaultsStub(anon).ListRules(fpb.ListRulesRequest(), timeout=10)
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    anon.close()
