@@ -1,0 +1,159 @@
+"""deploy/: every manifest valid against the Kubernetes schema, least privilege, and
+gen-certs.sh making a certificate the webhook serves and the caBundle verifies."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from injector.config import ConfigStore, SidecarTemplate, build_config_set
+from injector.inject import inject, parse_sidecar_config
+from injector.manifests import iter_objects, load_stream, validate_object
+from injector.webhook import CertReloader, Webhook, WebhookServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def objects(path: Path) -> list[dict]:
+    return [o for d in load_stream(path.read_text(), str(path)).docs for o in iter_objects(d)]
+
+
+def all_objects() -> list[dict]:
+    out = []
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            out.extend(objects(path))
+    return out
+
+
+def by_kind(kind: str) -> list[dict]:
+    return [o for o in all_objects() if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("version", ["1.25", "1.29", "1.33"])
+def test_every_manifest_is_schema_valid(version: str) -> None:
+    objs = all_objects()
+    kinds = {o["kind"] for o in objs}
+    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
+            "Service", "MutatingWebhookConfiguration", "ConfigMap"} <= kinds
+    for obj in objs:
+        validate_object(obj, version)
+
+
+def test_kustomization_lists_every_base_file() -> None:
+    kust = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    files = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kust["resources"]) == files
+
+
+def test_rbac_is_read_only_on_configmaps_and_namespaces() -> None:
+    (role,) = by_kind("ClusterRole")
+    assert by_kind("Role") == []
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""]
+        assert set(rule["resources"]) <= {"configmaps", "namespaces"}
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    (binding,) = by_kind("ClusterRoleBinding")
+    (sa,) = by_kind("ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
+
+
+def test_deployment_is_non_root_read_only_and_wired_to_its_service() -> None:
+    (dep,) = by_kind("Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["args"][0] == "webhook"
+    (svc,) = by_kind("Service")
+    assert svc["spec"]["selector"] == dep["spec"]["template"]["metadata"]["labels"]
+    (mwc,) = by_kind("MutatingWebhookConfiguration")
+    (hook,) = mwc["webhooks"]
+    assert hook["clientConfig"]["service"]["name"] == svc["metadata"]["name"]
+    assert hook["clientConfig"]["service"]["namespace"] == svc["metadata"]["namespace"]
+    assert hook["clientConfig"]["service"]["path"] == "/inject"
+    assert hook["failurePolicy"] == "Ignore" and 1 <= hook["timeoutSeconds"] <= 10
+    assert hook["namespaceSelector"] == {"matchLabels": {"admission-webhook": "enabled"}}
+    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert pod["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
+
+
+def test_example_config_injects_the_seed_template_into_an_example_pod() -> None:
+    (tpl_cm,) = objects(DEPLOY / "chaosfs-sidecar-template.yaml")
+    (cfg_cm,) = objects(DEPLOY / "examples" / "injection-config.yaml")
+    cs = build_config_set([tpl_cm], [cfg_cm], tpl_cm["metadata"]["namespace"])
+    assert cs.problems == ()
+    cfg = cs.lookup("tikv", "chaosfs-tikv")
+    tpl: SidecarTemplate = cs.templates[cfg.template]
+    pod = objects(ROOT / "tests" / "data" / "injector" / "tikv-pod.yaml")[0]
+    new = inject(pod, parse_sidecar_config(tpl.render(cfg.arguments))).obj
+    validate_object(new, "1.29")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is a gen-certs.sh "
+                    "prerequisite; Debian 12 has it in the base system")
+def test_gen_certs_makes_a_certificate_the_webhook_serves(tmp_path: Path) -> None:
+    mwc = tmp_path / "mutating-webhook.yaml"
+    mwc.write_text((DEPLOY / "mutating-webhook.yaml").read_text())
+    out = tmp_path / "certs"
+    proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--no-kubectl", "--out", str(out),
+                           "--patch-file", str(mwc)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    patched = yaml.safe_load(mwc.read_text())
+    validate_object(patched, "1.29")
+    ca_pem = base64.b64decode(patched["webhooks"][0]["clientConfig"]["caBundle"])
+    assert ca_pem == (out / "ca.crt").read_bytes()
+    san = subprocess.run(["openssl", "x509", "-in", str(out / "tls.crt"), "-noout", "-ext",
+                          "subjectAltName"], capture_output=True, text=True, check=True).stdout
+    for name in ["chaos-injector", "chaos-injector.chaos-testing",
+                 "chaos-injector.chaos-testing.svc",
+                 "chaos-injector.chaos-testing.svc.cluster.local"]:
+        assert f"DNS:{name}," in san.strip() + ","
+    # running it again (re-apply) replaces the caBundle instead of adding a second one
+    proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--no-kubectl", "--out", str(out),
+                           "--patch-file", str(mwc)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and mwc.read_text().count("caBundle:") == 1
+
+    # the API server's view: trust only the caBundle, check the Service's DNS name
+    srv = WebhookServer(("127.0.0.1", 0), Webhook(ConfigStore(build_config_set([], []))),
+                        CertReloader(str(out / "tls.crt"), str(out / "tls.key")))
+    srv.start()
+    try:
+        ctx = ssl.create_default_context(cadata=base64.b64decode(
+            yaml.safe_load(mwc.read_text())["webhooks"][0]["clientConfig"]["caBundle"]).decode())
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        conn = http.client.HTTPSConnection("x", srv.port)
+        conn.sock = ctx.wrap_socket(raw, server_hostname="chaos-injector.chaos-testing.svc")
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ctx.wrap_socket(raw, server_hostname="other.example.com")
+        raw.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_gen_certs_rejects_unknown_options() -> None:
+    proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--bogus"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
