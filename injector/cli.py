@@ -27,7 +27,6 @@ from injector.config import (
     PodSelector,
     SidecarTemplate,
     Settings,
-    configmap_view,
     injection_configs_from_configmap,
 )
 from injector.inject import (
