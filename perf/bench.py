@@ -1,0 +1,202 @@
+"""`perf/run`: the benchmark suite. Variants run interleaved (A B C A B C ...) inside every
+job, so a burst of load from a neighbour hits all of them alike; the report gives medians,
+min-max and ratios, never a pass/fail."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from perf import jobs as J
+from perf import report
+from perf.variants import Variant, VariantError, all_cpus, parse_compare, set_affinity, standard
+
+PERF_DIR = Path(__file__).resolve().parent
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="perf/run", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 round, short jobs, 3 variants, 4 jobs, no prototypes")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
+    p.add_argument("--runtime", type=float, help="seconds per fio job (default 10; quick 1.5)")
+    p.add_argument("--pin", action="store_true",
+                   help="pin fio and every daemon to one CPU for all jobs (taskset)")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=CMD",
+                   help="also mount another FUSE passthrough: CMD uses {original} and "
+                        "{mountpoint} and should stay in the foreground; repeatable")
+    p.add_argument("--variants", help="comma-separated subset of variant names")
+    p.add_argument("--jobs", help="comma-separated subset of job names")
+    p.add_argument("--no-proto", action="store_true", help="skip the /dev/fuse prototypes")
+    p.add_argument("--fault-rounds", type=int, help="SetFault latency samples (default 50)")
+    p.add_argument("--out", type=Path, help="results dir (default perf/results/<timestamp>)")
+    p.add_argument("--workdir", type=Path, help="where backing files live (default: /var/tmp)")
+    p.add_argument("--seq-size-mib", type=int, default=512)
+    p.add_argument("--rand-size-mib", type=int, default=4096)
+    p.add_argument("--meta-files", type=int, default=3000)
+    a = p.parse_args(argv)
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.runtime = a.runtime or (1.5 if a.quick else 10.0)
+    a.fault_rounds = a.fault_rounds or (5 if a.quick else 50)
+    if a.quick:
+        a.seq_size_mib = min(a.seq_size_mib, 64)
+        a.rand_size_mib = min(a.rand_size_mib, 32)
+        a.meta_files = min(a.meta_files, 300)
+        a.no_proto = True
+    if a.rounds < 1 or a.runtime <= 0 or a.meta_files < 1:
+        p.error("--rounds, --runtime and --meta-files must be positive")
+    return a
+
+
+def _select(items: list, names: Optional[str], what: str) -> list:
+    if not names:
+        return items
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {i.name for i in items}
+    bad = [n for n in wanted if n not in known]
+    if bad:
+        raise VariantError(f"unknown {what} {', '.join(bad)} (known: {', '.join(sorted(known))})")
+    return [i for i in items if i.name in wanted]
+
+
+def _check_tools() -> None:
+    for tool in ("fio", "taskset"):
+        if shutil.which(tool) is None:
+            raise VariantError(f"{tool} not found (Debian: apt-get install "
+                               f"{'fio' if tool == 'fio' else 'util-linux'})")
+    if not os.path.exists("/dev/fuse"):
+        raise VariantError("/dev/fuse is missing")
+
+
+def run_one(job: J.Job, v: Variant, args: argparse.Namespace, pin_cpu: str) -> dict:
+    assert v.root is not None
+    pinned = args.pin or job.pinned
+    cpus = pin_cpu if pinned else None
+    pid = v.pid
+    if pinned and pid and not args.pin:
+        set_affinity(pid, pin_cpu)
+    J.drop_caches()
+    if not job.metadata:
+        J.warm(args.backing / "data" / job.file)
+    J.reset_peak_rss(pid)
+    c0, t0 = J.proc_cpu_s(pid), time.monotonic()
+    try:
+        if job.metadata:
+            flat = v.kind == "ceiling"
+            r = J.run_metadata(v.root if flat else v.root / "meta", args.meta_files, cpus, flat)
+        else:
+            r = J.run_fio(job, v.root if v.kind == "ceiling" else v.root / "data", args.runtime, cpus)
+    finally:
+        if pinned and pid and not args.pin:
+            set_affinity(pid, all_cpus())
+    wall = time.monotonic() - t0
+    c1 = J.proc_cpu_s(pid)
+    if c0 is not None and c1 is not None:
+        r["cpu_pct"] = 100 * (c1 - c0) / wall
+    mem = J.proc_mem_mb(pid)
+    if "VmHWM" in mem:
+        r["peak_rss_mb"] = mem["VmHWM"]
+    return r
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or PERF_DIR / "results" / stamp
+    try:
+        _check_tools()
+        variants = _select(standard(args.quick), args.variants, "variant")
+        variants += [parse_compare(s) for s in args.compare]
+        jobs = _select(J.standard_jobs(args.quick, args.seq_size_mib << 20, args.rand_size_mib << 20),
+                       args.jobs, "job")
+    except VariantError as e:
+        print(f"perf/run: {e}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    base = args.workdir or Path("/var/tmp")
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="chaosfs-perf-", dir=base))
+    os.chmod(work, 0o755)
+    backing = args.backing = work / "backing"
+    for d in ("data", "meta", "faulty"):
+        (backing / d).mkdir(parents=True, exist_ok=True)
+    (backing / "faulty" / "victim").write_bytes(b"x" * 4096)
+    (backing / "data" / "probe.bin").write_bytes(os.urandom(4096))
+    pin_cpu = str(min(os.sched_getaffinity(0)))
+    results: dict = {
+        "started": stamp, "argv": sys.argv[1:] if argv is None else argv,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "host": {"kernel": os.uname().release, "cpus": os.cpu_count(), "backing": str(backing)},
+        "variants": {}, "jobs": {j.name: {"title": j.title, "headline": j.headline} for j in jobs},
+        "samples": {},
+    }
+    started: list[Variant] = []
+    t_start = time.monotonic()
+    try:
+        print(f"laying out files in {backing} ...", flush=True)
+        J.layout(backing / "data", jobs)
+        for v in variants:
+            try:
+                v.start(work, backing)
+            except VariantError as e:
+                print(f"perf/run: skipping {e}", file=sys.stderr)
+                results["variants"][v.name] = {"label": v.label, "error": str(e)}
+                continue
+            started.append(v)
+            if args.pin and v.pid:
+                set_affinity(v.pid, pin_cpu)
+        time.sleep(1.0)
+        for v in started:
+            results["variants"][v.name] = {
+                "label": v.label, "kind": v.kind, "args": v.args,
+                "startup_ms": None if v.startup_s is None else v.startup_s * 1000,
+                "idle_rss_mb": J.proc_mem_mb(v.pid).get("VmRSS"),
+            }
+        for rnd in range(args.rounds):
+            for job in jobs:
+                # rotate the order each round so no variant always runs right after another
+                k = rnd % len(started) if started else 0
+                for v in started[k:] + started[:k]:
+                    print(f"round {rnd + 1}/{args.rounds}  {job.name:<20} {v.name:<12}", end=" ",
+                          flush=True)
+                    r = run_one(job, v, args, pin_cpu)
+                    results["samples"].setdefault(job.name, {}).setdefault(v.name, []).append(r)
+                    print(report.brief(job, r), flush=True)
+        chaos = next((v for v in started if v.name == "chaosfs"), None)
+        if chaos is not None and chaos.addr:
+            print("measuring SetFault latency ...", flush=True)
+            try:
+                results["fault_latency"] = __import__("perf.faultlat", fromlist=["measure"]).measure(
+                    chaos.addr, chaos.root, "data/probe.bin", args.fault_rounds)
+            except Exception as e:  # reported, not fatal: the rest of the run is still useful
+                results["fault_latency"] = {"error": f"{type(e).__name__}: {e}"}
+        for v in started:
+            if v.pid:
+                results["variants"][v.name]["end_rss_mb"] = J.proc_mem_mb(v.pid).get("VmRSS")
+    except KeyboardInterrupt:
+        print("\ninterrupted: writing what was measured", file=sys.stderr)
+        results["interrupted"] = True
+    finally:
+        for v in started:
+            v.stop()
+    if not args.no_proto and not results.get("interrupted"):
+        from perf import proto
+        results["proto"] = proto.run(work, args, pin_cpu)
+    shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = time.monotonic() - t_start
+    report.write(out, results)
+    print(f"results: {out}/results.json, {out}/table.md" +
+          (f", {out}/chart.png" if (out / "chart.png").exists() else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The things being compared: a native directory and FUSE mounts over one backing directory.
+
+Every mount is started once per run and stays up while the jobs interleave across variants,
+so each variant's numbers come from the same minutes of a noisy machine.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from chaosfs import mounts
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+class VariantError(Exception):
+    """A variant could not be started; str() is the one-line reason."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def all_cpus() -> str:
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+
+def set_affinity(pid: int, cpus: str) -> None:
+    """Pin every thread of `pid` (trio, worker and gRPC threads alike)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@dataclass
+class Variant:
+    name: str
+    label: str
+    kind: str                      # native | ceiling | chaosfs | compare | proto
+    args: list[str] = field(default_factory=list)
+    rules: Optional[Callable[[str], None]] = None   # called with the gRPC address
+    command: Optional[str] = None  # --compare / proto command template
+    # set by start()
+    root: Optional[Path] = None    # where jobs run (mountpoint or the native dir)
+    proc: Optional[subprocess.Popen] = None
+    addr: Optional[str] = None
+    startup_s: Optional[float] = None
+    log: Optional[Path] = None
+    # the daemon to measure (RSS, CPU, pinning); None for native
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def start(self, work: Path, backing: Path) -> None:
+        if self.kind == "native":
+            self.root = backing
+            return
+        mnt = work / f"mnt-{self.name}"
+        mnt.mkdir(parents=True, exist_ok=True)
+        pidfile = work / f"{self.name}.pid"
+        pidfile.unlink(missing_ok=True)
+        self.log = work / f"{self.name}.log"
+        if self.kind == "chaosfs":
+            port = free_port()
+            self.addr = f"127.0.0.1:{port}"
+            argv = [str(BIN / "chaosfs"), f"-addr={self.addr}", f"-pidfile={pidfile}",
+                    f"-original={backing}", f"-mountpoint={mnt}", "-log-level=warning", *self.args]
+        elif self.kind == "ceiling":
+            argv = [sys.executable, "-m", "perf.ceiling", str(mnt), str(pidfile)]
+        else:
+            assert self.command is not None
+            argv = shlex.split(self.command.format(original=shlex.quote(str(backing)),
+                                                   mountpoint=shlex.quote(str(mnt))))
+        t0 = time.monotonic()
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=logf, cwd=ROOT,
+                                         start_new_session=True)
+        deadline = t0 + 30
+        while True:
+            ready = mounts.mount_type(str(mnt)) is not None
+            if self.kind in ("chaosfs", "ceiling"):
+                ready = ready and pidfile.exists()
+            if ready:
+                break
+            if self.proc.poll() is not None and self.kind != "compare":
+                raise VariantError(f"{self.name}: exited with {self.proc.returncode}: "
+                                   f"{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise VariantError(f"{self.name}: not mounted after 30 s: {self._log_tail()}")
+            time.sleep(0.005)
+        self.startup_s = time.monotonic() - t0
+        self.root = mnt
+        if self.rules is not None:
+            assert self.addr is not None
+            self.rules(self.addr)
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines() if self.log else []
+        except OSError:
+            lines = []
+        return lines[-1] if lines else "(no output)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.root is not None and self.kind != "native":
+            for _ in range(5):
+                if mounts.mount_type(str(self.root)) is None:
+                    break
+                mounts.lazy_unmount(str(self.root))
+
+
+# ---- fault-rule setups (over the real gRPC API) ------------------------------------------
+
+def _faults_stub(addr: str):
+    import grpc
+    from chaosfs.proto import faults_pb2_grpc
+    ch = grpc.insecure_channel(addr)
+    grpc.channel_ready_future(ch).result(timeout=10)
+    return ch, faults_pb2_grpc.FaultsStub(ch)
+
+
+def rules_nonmatching(n: int) -> Callable[[str], None]:
+    """n rules on data and metadata methods whose paths match nothing fio touches."""
+    def add(addr: str) -> None:
+        from chaosfs.proto import faults_pb2 as pb
+        ch, stub = _faults_stub(addr)
+        with ch:
+            for i in range(n):
+                stub.AddRule(pb.AddRuleRequest(rule=pb.Rule(
+                    methods=["read", "write", "open", "getattr", "lookup"],
+                    path=f"^nowhere/d{i}/", errno=pb.ErrnoAction(code=5))), timeout=10)
+    return add
+
+
+def rule_other_path(pct: float) -> Callable[[str], None]:
+    """One EIO rule at `pct` % on every method under faulty/, which the jobs never touch."""
+    def add(addr: str) -> None:
+        from chaosfs.proto import faults_pb2 as pb
+        ch, stub = _faults_stub(addr)
+        with ch:
+            stub.AddRule(pb.AddRuleRequest(rule=pb.Rule(
+                path="^faulty/", errno=pb.ErrnoAction(code=5), probability=pct)), timeout=10)
+    return add
+
+
+def standard(quick: bool) -> list[Variant]:
+    vs = [
+        Variant("native", "native dir", "native"),
+        Variant("ceiling", "pyfuse3 ceiling", "ceiling"),
+        Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
+        Variant("chaosfs-py", "chaosfs -hot=python", "chaosfs", ["-hot=python"]),
+        Variant("rules1000", "chaosfs, 1000 non-matching rules", "chaosfs",
+                rules=rules_nonmatching(1000)),
+        Variant("eio30", "chaosfs, 30% EIO on other path", "chaosfs", rules=rule_other_path(30.0)),
+    ]
+    if quick:
+        vs = [v for v in vs if v.name in ("native", "ceiling", "chaosfs")]
+    return vs
+
+
+def parse_compare(spec: str) -> Variant:
+    """`NAME=CMD` (or just CMD); CMD may use {original} and {mountpoint}."""
+    name, sep, cmd = spec.partition("=")
+    if not sep or " " in name or not name:
+        name, cmd = f"compare{abs(hash(spec)) % 1000}", spec
+    if "{mountpoint}" not in cmd:
+        raise VariantError(f"--compare {spec!r}: the command must contain {{mountpoint}}")
+    return Variant(name, name, "compare", command=cmd)
