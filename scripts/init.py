@@ -153,7 +153,7 @@ def make_dir(kind: str, path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise InitError(f"cannot create {kind} directory {path}: {_describe(error)}") from None
+        raise InitError(f"cannot create {kind} directory {path}: {error.strerror}") from None
     if not os.path.isdir(path):
         raise InitError(f"cannot create {kind} directory {path}: not a directory")
 
@@ -167,11 +167,12 @@ def remove_stale_pid_file(path: str) -> bool:
     try:
         os.unlink(path)
     except OSError as error:
-        raise InitError(f"cannot remove stale pid file {path}: {_describe(error)}") from None
+        raise InitError(f"cannot remove stale pid file {path}: {error.strerror}") from None
     return True
 
 
 def _describe(error: OSError) -> str:
+    # Copy errors can concern the source, the target or the temp file: name the one.
     where = f" ({error.filename})" if error.filename else ""
     return f"{error.strerror or error}{where}"
 

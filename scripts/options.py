@@ -23,11 +23,14 @@ class GetoptsError(UsageError):
     the way the shell's getopts reports it."""
 
 
-def getopts(args: Sequence[str], spec: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+def getopts(
+    args: Sequence[str], spec: str, stop: str = "h"
+) -> tuple[list[tuple[str, str | None]], list[str]]:
     """Parse `args` against a getopts spec such as "hd:f:".
 
     Returns the (letter, value) pairs in command-line order and the remaining operands.
-    A letter followed by ':' in `spec` takes a value.
+    A letter followed by ':' in `spec` takes a value. A letter in `stop` ends parsing at once
+    (a shell `while getopts` loop exits on -h before it sees the options after it).
     """
     takes_value = {c: spec[i + 1 : i + 2] == ":" for i, c in enumerate(spec) if c != ":"}
     parsed: list[tuple[str, str | None]] = []
@@ -46,6 +49,8 @@ def getopts(args: Sequence[str], spec: str) -> tuple[list[tuple[str, str | None]
                 raise GetoptsError(f"illegal option -- {letter}")
             if not takes_value[letter]:
                 parsed.append((letter, None))
+                if letter in stop:
+                    return parsed, []
                 pos += 1
                 continue
             if pos + 1 < len(arg):
