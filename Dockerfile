@@ -57,7 +57,8 @@ RUN python3 -c "import re, sys; skip = set(sys.argv[1].split()); \
 
 # -------------------------------------------------- build: self-contained script executables
 FROM build AS scripts-build
-RUN /src/scripts/build.sh /out/scripts \
+ARG PIP_OFFLINE=
+RUN ${PIP_OFFLINE:+env PIP_NO_INDEX=1} PIP_FIND_LINKS=/wheelhouse /src/scripts/build.sh /out/scripts \
  && mkdir -p /out/bin /out/tmp && chmod 1777 /out/tmp \
  && cp /bin/busybox /out/bin/busybox && ln -s busybox /out/bin/sh
 
