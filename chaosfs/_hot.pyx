@@ -189,6 +189,16 @@ def _sync(int fd, bint datasync):
     return errno if rc < 0 else 0
 
 
+import logging
+_log = logging.getLogger("chaosfs.hot")
+
+
+cdef object _internal(str what):
+    # Anything but FUSEError escaping a handler would end pyfuse3's loop (and the mount).
+    _log.exception("%s: unexpected error in the fault path", what)
+    return FUSEError(5)
+
+
 cdef class HotPath:
     """read/write/fsync/flush/release for pyfuse3. `handles` maps fh -> Handle (fd, node)."""
 
@@ -201,13 +211,19 @@ cdef class HotPath:
         cdef int fd = fh
         cdef object v
         if self.gate.active:
-            v = self.gate.check(M_READ, (<object>self.handles[fh]).node)
+            try:
+                v = self.gate.check(M_READ, (<object>self.handles[fh]).node)
+            except Exception:
+                raise _internal("read")
             if v is not None:
                 try:
                     data = await v.apply_read(fd, off, size, pread_fd)
                 except FUSEError:
                     self.gate.record(M_READ, t0, True)
                     raise
+                except Exception:
+                    self.gate.record(M_READ, t0, True)
+                    raise _internal("read")
                 self.gate.record(M_READ, t0, False)
                 return data
         try:
@@ -223,13 +239,19 @@ cdef class HotPath:
         cdef int fd = fh
         cdef size_t n
         if self.gate.active:
-            v = self.gate.check(M_WRITE, (<object>self.handles[fh]).node)
+            try:
+                v = self.gate.check(M_WRITE, (<object>self.handles[fh]).node)
+            except Exception:
+                raise _internal("write")
             if v is not None:
                 try:
                     n = await v.apply_write(fd, off, buf, pwrite_fd)
                 except FUSEError:
                     self.gate.record(M_WRITE, t0, True)
                     raise
+                except Exception:
+                    self.gate.record(M_WRITE, t0, True)
+                    raise _internal("write")
                 self.gate.record(M_WRITE, t0, False)
                 return n
         try:
@@ -245,7 +267,10 @@ cdef class HotPath:
         cdef int fd = fh
         cdef int err
         if self.gate.active:
-            v = self.gate.check(M_FSYNC, (<object>self.handles[fh]).node)
+            try:
+                v = self.gate.check(M_FSYNC, (<object>self.handles[fh]).node)
+            except Exception:
+                raise _internal("fsync")
             if v is not None:
                 await v.apply_plain()
         # fsync can take tens of ms: a worker thread keeps the loop serving other files.
@@ -259,7 +284,10 @@ cdef class HotPath:
         cdef int fd = fh
         cdef int nfd, rc
         if self.gate.active:
-            v = self.gate.check(M_FLUSH, (<object>self.handles[fh]).node)
+            try:
+                v = self.gate.check(M_FLUSH, (<object>self.handles[fh]).node)
+            except Exception:
+                raise _internal("flush")
             if v is not None:
                 await v.apply_plain()
         # close(dup(fd)) gives the backing fs the close-time hook (and error) of a real close.
@@ -275,9 +303,12 @@ cdef class HotPath:
         cdef int fd = fh
         h = self.handles.pop(fh, None)
         if self.gate.active and h is not None:
-            v = self.gate.check(M_RELEASE, h.node)
-            if v is not None:
-                await v.apply_delay_only()
+            try:
+                v = self.gate.check(M_RELEASE, h.node)
+                if v is not None:
+                    await v.apply_delay_only()
+            except Exception:
+                _internal("release")
         with nogil:
             close(fd)
         self.gate.record(M_RELEASE, t0, False)
