@@ -31,7 +31,7 @@ class Config:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     keep_cache: bool = True
-    workers: int = 16
+    workers: int = 128
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_client_ca: Optional[str] = None
@@ -111,7 +111,7 @@ def flagset() -> FlagSet:
         Flag("attr-timeout", "kernel attribute cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ATTR_TIMEOUT"),
         Flag("entry-timeout", "kernel name cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ENTRY_TIMEOUT"),
         Flag("keep-cache", "keep file pages cached across opens while no rule exists", True, is_bool=True, env="CHAOSFS_KEEP_CACHE"),
-        Flag("workers", "maximum concurrent FUSE requests", 16, _workers, env="CHAOSFS_WORKERS"),
+        Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, _workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
         Flag("tls-key", "private key for -tls-cert (PEM)"),
         Flag("tls-client-ca", "require client certificates signed by this CA (mTLS)"),
