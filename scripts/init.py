@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from scripts.options import Program, UsageError, echo, getopts, invoked_name
+from scripts.options import Program, UsageError, echo, getopts, own_path
 
 DEFAULT_SCRIPTS_DIR = "/tmp/scripts"
 DEFAULT_PID_FILE = "/tmp/fuse/pid"
@@ -89,14 +89,6 @@ def check_layout(config: InitConfig) -> None:
             f"data directory {config.data_dir} must not be inside the fuse directory"
             f" {config.fuse_dir}"
         )
-
-
-def own_path() -> str:
-    """Where this program's file is. Frozen builds know it better than argv[0] does: staticx
-    runs the real program from a temp dir and records the original in STATICX_PROG_PATH."""
-    if getattr(sys, "frozen", False):
-        return os.environ.get("STATICX_PROG_PATH") or sys.executable
-    return sys.argv[0] if sys.argv else ""
 
 
 def scripts_source() -> str:
@@ -185,7 +177,7 @@ def run(config: InitConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    program = Program(invoked_name(sys.argv[0] if sys.argv else None), usage)
+    program = Program(own_path(), usage)
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:

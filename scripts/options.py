@@ -87,13 +87,24 @@ class Program:
         raise SystemExit(1)
 
 
-def invoked_name(argv0: str | None) -> str:
-    """$0 as the shell would show it; staticx runs the real program from a temp dir but
-    passes the path the user typed in STATICX_PROG_PATH."""
-    return os.environ.get("STATICX_PROG_PATH") or argv0 or "script"
+def own_path() -> str:
+    """The path this program was started as ($0). A static build runs the real program from
+    a temp dir under a different argv[0]; staticx records the original executable's
+    (symlink-resolved) path in STATICX_PROG_PATH. The variable is only trusted when frozen, as
+    an unfrozen child of a static program inherits it."""
+    if getattr(sys, "frozen", False):
+        return os.environ.get("STATICX_PROG_PATH") or sys.executable
+    return sys.argv[0] if sys.argv and sys.argv[0] else "script"
 
 
 def echo(message: str) -> None:
-    """Print one progress line and flush it, so pod logs show steps as they happen."""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
+    """Print one progress line and flush it, so pod logs show steps as they happen. A reader
+    that went away must not stop the work (or end it in a traceback): output then goes to
+    /dev/null."""
+    try:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

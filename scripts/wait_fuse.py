@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from scripts.options import Program, UsageError, echo, getopts, invoked_name
+from scripts.options import Program, UsageError, echo, getopts, own_path
 
 DEFAULT_PID_FILE = "/tmp/fuse/pid"
 DEFAULT_DELAY = 5.0
@@ -150,7 +150,7 @@ def wait(config: WaitConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    program = Program(invoked_name(sys.argv[0] if sys.argv else None), usage)
+    program = Program(own_path(), usage)
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:

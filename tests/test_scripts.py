@@ -179,6 +179,15 @@ def test_options_may_be_clustered_and_attached(tmp_path):
     assert result.returncode == 0
 
 
+def test_a_reader_that_goes_away_does_not_end_the_wait_in_a_traceback(tmp_path):
+    proc = subprocess.Popen([WAIT, "-f", str(tmp_path / "pid"), "-d", "0.001", "-r", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("fuse server not running")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (1, "")
+
+
 def in_private_tmp(script: str, carry: Path | None = None) -> subprocess.CompletedProcess:
     """Run a shell snippet with a fresh tmpfs on /tmp in a private mount namespace, so the
     defaults (/tmp/fuse/pid, /tmp/scripts) can be exercised without touching the host.
@@ -447,6 +456,9 @@ def built_scripts() -> Path:
         assert result.returncode == 0, result.stdout + result.stderr
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
+        for old in out.parent.iterdir():  # builds of older sources, unused for a day
+            if old != out and time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
     return out
 
 
