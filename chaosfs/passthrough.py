@@ -337,16 +337,23 @@ class FsOperations(pyfuse3.Operations):
         gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
         return ctx.uid, gid
 
-    def _chown_new(self, parent: Node, name: bytes, ctx: Any) -> None:
+    def _chown_new(self, parent: Node, name: bytes, ctx: Any, mode: int = 0) -> None:
         uid, gid = self._owner(parent, ctx)
-        os.chown(name, uid, gid, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
+        pfd = self.inodes.fd(parent)
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            return  # chown(2) would clear S_ISUID/S_ISGID even when nothing changes
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISDIR(st.st_mode):
+            # chown(2) cleared the set-id bits the creator asked for; put them back.
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=pfd)
 
     @fuse_op("mknod")
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(parent_inode)
         await self._fault_name("mknod", parent, name)
         os.mknod(name, mode & ~ctx.umask, rdev, dir_fd=self.inodes.fd(parent))
-        self._chown_new(parent, name, ctx)
+        self._chown_new(parent, name, ctx, mode)
         return self._new_entry(parent, name)
 
     @fuse_op("mkdir")
@@ -475,8 +482,13 @@ class FsOperations(pyfuse3.Operations):
                      mode & ~ctx.umask, dir_fd=pfd)
         try:
             uid, gid = self._owner(parent, ctx)
-            os.fchown(fd, uid, gid)
             st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
+                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    # chown(2) cleared the set-id bits the creator asked for.
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                st = os.fstat(fd)
             node = self.inodes.remember(parent, name, st)
         except BaseException:
             os.close(fd)
