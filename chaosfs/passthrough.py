@@ -478,7 +478,9 @@ class FsOperations(pyfuse3.Operations):
         parent = self.inodes.get(parent_inode)
         await self._fault_name("create", parent, name)
         pfd = self.inodes.fd(parent)
-        fd = os.open(name, (flags & ~(os.O_DIRECT | os.O_NOCTTY)) | os.O_CREAT | os.O_CLOEXEC,
+        # O_NOFOLLOW: a symlink that appeared in the backing dir since the kernel's lookup
+        # must not make us create or open a file outside -original.
+        fd = os.open(name, (flags & ~(os.O_DIRECT | os.O_NOCTTY)) | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                      mode & ~ctx.umask, dir_fd=pfd)
         try:
             uid, gid = self._owner(parent, ctx)
