@@ -51,7 +51,6 @@ def parse_args(args: Sequence[str]) -> WaitConfig | None:
     options, operands = getopts(args, "hf:d:r:m:")
     values: dict[str, object] = {}
     for letter, value in options:
-        assert letter == "h" or value is not None
         if letter == "h":
             return None
         if letter == "f":

@@ -454,8 +454,13 @@ def built_scripts() -> Path:
         result = subprocess.run(["bash", str(ROOT / "scripts" / "build.sh"), str(staging)],
                                 capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stdout + result.stderr
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
+        if not (out / "wait-fuse.sh").exists():
+            shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier build
+        try:
+            staging.rename(out)
+        except OSError:  # a concurrent session finished the same build first
+            assert (out / "wait-fuse.sh").exists()
+            shutil.rmtree(staging, ignore_errors=True)
         for old in out.parent.iterdir():  # builds of older sources, unused for a day
             if old != out and time.time() - old.stat().st_mtime > 86400:
                 shutil.rmtree(old, ignore_errors=True)
