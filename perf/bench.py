@@ -27,7 +27,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, short jobs, 3 variants, 4 jobs, no prototypes")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
-    p.add_argument("--runtime", type=float, help="seconds per fio job (default 10; quick 1.5)")
+    p.add_argument("--runtime", type=float, help="seconds per fio job (default 5; quick 1.5)")
     p.add_argument("--pin", action="store_true",
                    help="pin fio and every daemon to one CPU for all jobs (taskset)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=CMD",
@@ -40,11 +40,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="results dir (default perf/results/<timestamp>)")
     p.add_argument("--workdir", type=Path, help="where backing files live (default: /var/tmp)")
     p.add_argument("--seq-size-mib", type=int, default=512)
-    p.add_argument("--rand-size-mib", type=int, default=4096)
+    p.add_argument("--rand-size-mib", type=int, default=2048)
+    p.add_argument("--proto-size-mib", type=int, default=2048,
+                   help="tmpfs file for the prototypes (larger than one pass of the fastest)")
+    p.add_argument("--only-proto", action="store_true", help="run just the prototype stage")
     p.add_argument("--meta-files", type=int, default=3000)
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else 3)
-    a.runtime = a.runtime or (1.5 if a.quick else 10.0)
+    a.runtime = a.runtime or (1.5 if a.quick else 5.0)
     a.fault_rounds = a.fault_rounds or (5 if a.quick else 50)
     if a.quick:
         a.seq_size_mib = min(a.seq_size_mib, 64)
@@ -113,9 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or PERF_DIR / "results" / stamp
     try:
         _check_tools()
-        variants = _select(standard(args.quick), args.variants, "variant")
+        variants = [] if args.only_proto else _select(standard(args.quick), args.variants, "variant")
         variants += [parse_compare(s) for s in args.compare]
-        jobs = _select(J.standard_jobs(args.quick, args.seq_size_mib << 20, args.rand_size_mib << 20),
+        jobs = [] if args.only_proto else _select(J.standard_jobs(args.quick, args.seq_size_mib << 20, args.rand_size_mib << 20),
                        args.jobs, "job")
     except VariantError as e:
         print(f"perf/run: {e}", file=sys.stderr)
@@ -187,6 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         for v in started:
             v.stop()
+    if args.only_proto:
+        args.no_proto = False
     if not args.no_proto and not results.get("interrupted"):
         from perf import proto
         results["proto"] = proto.run(work, args, pin_cpu)
