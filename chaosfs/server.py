@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import socket
 from concurrent import futures
 from typing import Any, Callable, Optional
 
@@ -212,6 +213,22 @@ class TokenAuth(grpc.ServerInterceptor):
         return self._deny
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind a plain socket first: grpc's own failure is a logged C++ line plus a vague
+    "Failed to bind"; this gives the errno ("Address already in use") in one line."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            s.bind((host, port))
+    except socket.gaierror as e:
+        raise OSError(f"cannot resolve {host!r}: {e.strerror}") from None
+    except OSError as e:
+        raise OSError(f"cannot listen on port {port}: {e.strerror}") from None
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -249,6 +266,7 @@ class ControlPlane:
         reflection.enable_server_reflection(names, self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        check_bindable(host, port)
         try:
             if tls_cert:
                 with open(tls_key, "rb") as f:
