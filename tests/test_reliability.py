@@ -196,7 +196,13 @@ while (time.monotonic() < deadline) if deadline else (rounds < int(value)):
                 os.pwrite(fd, rng.randbytes(rng.randrange(1, 9000)), rng.randrange(0, 50000))
                 os.close(fd)
             elif op == "rename" and pick:
-                os.rename(os.path.join(dirs[own[pick]], pick), os.path.join(dirs[k], name))
+                if name in own and name != pick:
+                    k = own[name]  # replace that file where it is: one name, one place
+                src, dst = os.path.join(dirs[own[pick]], pick), os.path.join(dirs[k], name)
+                if name != pick and name in own and os.path.samefile(src, dst):
+                    os.unlink(src)  # rename(2) between two links of one inode does nothing
+                else:
+                    os.rename(src, dst)
                 del own[pick]
                 own[name] = k
             elif op == "unlink" and pick:
