@@ -15,7 +15,8 @@ from concurrent import futures
 from typing import Any, Callable, Optional
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, message_factory
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -229,6 +230,29 @@ def check_bindable(host: str, port: int) -> None:
         raise OSError(f"cannot listen on port {port}: {e.strerror}") from None
 
 
+def _decoding(method: Callable, request_type: Any) -> Callable:
+    def handler(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: not a valid {request_type.DESCRIPTOR.full_name} message ({e})")
+        return method(request, context)
+    return handler
+
+
+def add_service(server: grpc.Server, servicer: Any, file_descriptor: Any, name: str) -> None:
+    """What the generated add_*Servicer_to_server does, except that a body that is not the
+    request message is the caller's error (INVALID_ARGUMENT), not grpc's INTERNAL."""
+    service = file_descriptor.services_by_name[name]
+    handlers = {}
+    for m in service.methods:
+        handlers[m.name] = grpc.unary_unary_rpc_method_handler(
+            _decoding(getattr(servicer, m.name), message_factory.GetMessageClass(m.input_type)),
+            request_deserializer=None, response_serializer=lambda msg: msg.SerializeToString())
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -253,8 +277,8 @@ class ControlPlane:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                                   interceptors=interceptors,
                                   options=[("grpc.so_reuseport", 0)])
-        injure_pb2_grpc.add_InjureServicer_to_server(InjureService(engine), self.server)
-        faults_pb2_grpc.add_FaultsServicer_to_server(FaultsService(engine), self.server)
+        add_service(self.server, InjureService(engine), injure_pb2.DESCRIPTOR, "Injure")
+        add_service(self.server, FaultsService(engine), faults_pb2.DESCRIPTOR, "Faults")
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (
