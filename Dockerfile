@@ -46,7 +46,7 @@ RUN python3 -m venv /opt/chaosfs \
 # The daemon's venv: without the Kubernetes client and the other webhook-only packages
 # (~130 MB of the full one).
 FROM build AS venv-fs
-ARG WEBHOOK_ONLY="kubernetes jsonpatch"
+ARG WEBHOOK_ONLY="kubernetes jsonpatch kubernetes-validate"
 RUN python3 -c "import re, sys; skip = set(sys.argv[1].split()); \
 [print(r) for r in open('/tmp/requirements.txt').read().split() \
  if re.split(r'[<>=!~;\[ ]', r)[0].lower() not in skip]" "$WEBHOOK_ONLY" > /tmp/fs-requirements.txt \
@@ -80,7 +80,7 @@ RUN apt-get update \
 COPY --from=venv-fs /opt/chaosfs /opt/chaosfs
 RUN ln -s /opt/chaosfs/bin/chaosfs /usr/local/bin/chaosfs \
  && ln -s /opt/chaosfs/bin/chaosfs-ctl /usr/local/bin/chaosfs-ctl \
- && /usr/local/bin/chaosfs -version
+ && /usr/local/bin/chaosfs -version && /usr/local/bin/chaosfs-ctl --help >/dev/null
 # Like 0.9's image: no entrypoint, the pod spec gives the command.
 CMD ["/usr/local/bin/chaosfs", "-version"]
 
@@ -100,3 +100,8 @@ RUN echo 'injector:x:10001:10001:chaos injector:/nonexistent:/usr/sbin/nologin' 
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/chaos-injector"]
 CMD ["webhook"]
+
+# ---------------------------------------------------------- e2e-app (tests only, e2e/run)
+FROM py-runtime AS e2e-app
+COPY e2e/app.py /app.py
+CMD ["python3", "/app.py", "--data", "/data", "--report", "/tmp"]
