@@ -22,6 +22,7 @@ output or error text:
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 __all__ = [
@@ -174,12 +175,110 @@ def _fmt_f(neg: bool, digits: str, dp: int, prec: int) -> str:
     return ("-" if neg else "") + s
 
 
+def _sharp_float(num: str, verb: str, prec: int) -> str:
+    """fmt's # flag on floats: keep the decimal point and trailing zeros."""
+    digits = 0
+    if verb in "vgGx":
+        digits = 6 if prec == -1 else prec
+    tail = ""
+    has_point = False
+    saw_nonzero = False
+    body = num
+    i = 1
+    while i < len(body):
+        c = body[i]
+        if c == ".":
+            has_point = True
+        elif c in "pP":
+            tail = body[i:] + tail
+            body = body[:i]
+            break
+        elif c in "eE" and verb not in "xX":
+            tail = body[i:] + tail
+            body = body[:i]
+            break
+        else:
+            if c != "0":
+                saw_nonzero = True
+            if saw_nonzero:
+                digits -= 1
+        i += 1
+    if not has_point:
+        if len(body) == 2 and body[1] == "0":
+            digits -= 1
+        body += "."
+    if digits > 0:
+        body += "0" * digits
+    return body + tail
+
+
+def _float_bits(f: float) -> tuple[bool, int, int]:
+    """(negative, mantissa with implicit bit, unbiased exponent) like strconv."""
+    bits = struct.unpack(">Q", struct.pack(">d", f))[0]
+    neg = bool(bits >> 63)
+    exp = (bits >> 52) & 0x7FF
+    mant = bits & ((1 << 52) - 1)
+    if exp == 0:
+        exp += 1
+    else:
+        mant |= 1 << 52
+    return neg, mant, exp - 1023
+
+
+def _fmt_b(f: float) -> str:
+    neg, mant, exp = _float_bits(f)
+    exp -= 52
+    return ("-" if neg else "") + f"{mant}p" + ("+" if exp >= 0 else "-") + str(abs(exp))
+
+
+def _fmt_x(f: float, prec: int, fmt: str) -> str:
+    neg, mant, exp = _float_bits(f)
+    if mant == 0:
+        exp = 0
+    mant <<= 60 - 52
+    while mant != 0 and mant & (1 << 60) == 0:
+        mant <<= 1
+        exp -= 1
+    if 0 <= prec < 15:
+        shift = prec * 4
+        extra = (mant << shift) & ((1 << 60) - 1)
+        mant >>= 60 - shift
+        if extra | (mant & 1) > 1 << 59:
+            mant += 1
+        mant <<= 60 - shift
+        if mant & (1 << 61):
+            mant >>= 1
+            exp += 1
+    hexd = "0123456789abcdef" if fmt == "x" else "0123456789ABCDEF"
+    out = ["-" if neg else "", "0", fmt, str((mant >> 60) & 1)]
+    mant = (mant << 4) & ((1 << 64) - 1)
+    if prec < 0 and mant != 0:
+        out.append(".")
+        while mant != 0:
+            out.append(hexd[(mant >> 60) & 15])
+            mant = (mant << 4) & ((1 << 64) - 1)
+    elif prec > 0:
+        out.append(".")
+        for _ in range(prec):
+            out.append(hexd[(mant >> 60) & 15])
+            mant = (mant << 4) & ((1 << 64) - 1)
+    out.append("p" if fmt == "x" else "P")
+    out.append("-" if exp < 0 else "+")
+    exp = abs(exp)
+    out.append(f"{exp:02d}")
+    return "".join(out)
+
+
 def format_float(f: float, fmt: str, prec: int) -> str:
-    """strconv.FormatFloat(f, fmt, prec, 64) for fmt in e E f F g G."""
+    """strconv.FormatFloat(f, fmt, prec, 64) for fmt in b e E f F g G x X."""
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
         return "+Inf" if f > 0 else "-Inf"
+    if fmt == "b":
+        return _fmt_b(f)
+    if fmt in "xX":
+        return _fmt_x(f, prec, fmt)
     neg = math.copysign(1.0, f) < 0
     a = abs(f)
     lower = fmt.lower()
@@ -317,7 +416,10 @@ class _Printer:
         if arg is INVALID:
             arg = None
         if arg is None:
-            if depth > 0 or verb in "vT":
+            if depth > 0:
+                # fmt writes a nil interface element without padding
+                self.buf.append("interface {}(nil)" if self.sharp_v else "<nil>")
+            elif verb in "vT":
                 self.pad("<nil>")
             else:
                 self.bad_verb(verb, None)
@@ -326,9 +428,8 @@ class _Printer:
             self.fmt_s(go_type_name(arg))
             return
         if verb == "p":
+            # Go would print memory addresses, which no template should depend on.
             raise UnsupportedFormat("printf verb %p is not supported")
-        if self.sharp_v:
-            raise UnsupportedFormat("printf verb %#v is not supported")
         if isinstance(arg, bool):
             if verb in "tv":
                 self.pad("true" if arg else "false")
@@ -343,21 +444,21 @@ class _Printer:
         elif isinstance(arg, str):
             self.fmt_string(arg, verb)
         elif isinstance(arg, dict):
-            self.buf.append("map[")
+            self.buf.append("map[string]interface {}{" if self.sharp_v else "map[")
             for i, k in enumerate(sort_map_keys(arg)):
                 if i:
-                    self.buf.append(" ")
+                    self.buf.append(", " if self.sharp_v else " ")
                 self.print_arg(k, verb, depth + 1)
                 self.buf.append(":")
                 self.print_arg(arg[k], verb, depth + 1)
-            self.buf.append("]")
+            self.buf.append("}" if self.sharp_v else "]")
         elif isinstance(arg, (list, tuple)):
-            self.buf.append("[")
+            self.buf.append("[]interface {}{" if self.sharp_v else "[")
             for i, e in enumerate(arg):
                 if i:
-                    self.buf.append(" ")
+                    self.buf.append(", " if self.sharp_v else " ")
                 self.print_arg(e, verb, depth + 1)
-            self.buf.append("]")
+            self.buf.append("}" if self.sharp_v else "]")
         else:
             raise UnsupportedFormat(f"cannot print a value of Python type {type(arg).__name__}")
 
@@ -371,18 +472,23 @@ class _Printer:
         self.pad(self._truncate(s))
 
     def fmt_string(self, s: str, verb: str) -> None:
-        if verb in "vs":
+        if verb == "v" and self.sharp_v:
+            self.fmt_q(s)
+        elif verb in "vs":
             self.fmt_s(s)
         elif verb in "xX":
             self.fmt_sx(utf8_bytes(s), "0123456789abcdefx" if verb == "x" else "0123456789ABCDEFX")
         elif verb == "q":
-            s = self._truncate(s)
-            if self.sharp and _can_backquote(s):
-                self.pad("`" + s + "`")
-            else:
-                self.pad(quote(s, self.plus))
+            self.fmt_q(s)
         else:
             self.bad_verb(verb, s)
+
+    def fmt_q(self, s: str) -> None:
+        s = self._truncate(s)
+        if self.sharp and _can_backquote(s):
+            self.pad("`" + s + "`")
+        else:
+            self.pad(quote(s, self.plus))
 
     def fmt_sx(self, b: bytes, digits: str) -> None:
         length = len(b)
@@ -418,7 +524,12 @@ class _Printer:
 
     # --- integers
     def fmt_integer(self, v: int, signed: bool, verb: str) -> None:
-        if verb in "vd":
+        if verb == "v" and self.sharp_v and not signed:
+            old = self.sharp
+            self.sharp = True
+            self._fmt_int(v, 16, verb, "0123456789abcdefx")
+            self.sharp = old
+        elif verb in "vd":
             self._fmt_int(v, 10, verb, "0123456789abcdefx")
         elif verb == "b":
             self._fmt_int(v, 2, verb, "0123456789abcdefx")
@@ -503,25 +614,23 @@ class _Printer:
     def fmt_float_verb(self, v: float, verb: str) -> None:
         if verb == "v":
             self._fmt_float(v, "g", -1)
-        elif verb in "gG":
+        elif verb in "gGbxX":
             self._fmt_float(v, verb, -1)
         elif verb in "feEF":
             self._fmt_float(v, "f" if verb == "F" else verb, 6)
-        elif verb in "bxX":
-            raise UnsupportedFormat(f"printf verb %{verb} on floats is not supported")
         else:
             self.bad_verb(verb, v)
 
     def _float_str(self, v: float, verb: str, prec: int) -> str:
         if self.prec_present:
             prec = self.prec
-        if self.sharp:
-            raise UnsupportedFormat("printf flag # on floats is not supported")
         num = format_float(v, verb, prec)
         if num[0] not in "+-":
             num = "+" + num
         if self.space and num[0] == "+" and not self.plus:
             num = " " + num[1:]
+        if self.sharp and verb != "b" and num[1] not in "IN":
+            num = _sharp_float(num, verb, prec)
         return num
 
     def _fmt_float(self, v: float, verb: str, prec: int) -> None:

@@ -139,7 +139,7 @@ def _has_left_trim(s: str, i: int) -> bool:
 
 
 def _has_right_trim(s: str, i: int) -> bool:
-    return len(s) >= i + 2 and s[i] == "-" and s[i + 1] in SPACE_CHARS
+    return len(s) >= i + 2 and s[i] in SPACE_CHARS and s[i + 1] == "-"
 
 
 class _Lexer:
@@ -395,7 +395,7 @@ class _Lexer:
         r = self.peek()
         if r == "" or _is_space(r):
             return True
-        return r in ".,|:)(" or r == RIGHT_DELIM[0]
+        return r in ".,|:)(" or self.input.startswith(RIGHT_DELIM, self.pos)
 
     def lex_char(self):
         while True:
@@ -1011,9 +1011,10 @@ class _Parser:
         return t
 
     # errors -----------------------------------------------------------------
-    def errorf(self, msg: str, tok: Optional[Token] = None) -> None:
-        # Go reports the line of the most recently lexed token.
-        cur = self._tok(self.hi)
+    def errorf(self, msg: str, tok: Optional[Token] = None, hi: Optional[int] = None) -> None:
+        # Go reports the line of the most recently lexed token of the Tree
+        # that reports the error.
+        cur = self._tok(self.hi if hi is None else hi)
         t = tok or cur
         line = cur.line
         _, col = position_of(self.text, t.pos)
@@ -1075,17 +1076,20 @@ class _Parser:
         except _Syntax as e:
             self.errorf(str(e), tok)
         self.expect(RDELIM, context)
-        self._parse_subtree(name, context)
+        self._parse_subtree(name, context, parent_reports=False)
 
-    def _parse_subtree(self, name: str, context: str) -> None:
+    def _parse_subtree(self, name: str, context: str, parent_reports: bool) -> None:
         # A {{define}}/{{block}} body is parsed by a fresh Go Tree: its own
         # variable scope, range depth and action line, same token stream.
+        # For {{block}} the enclosing Tree reports a bad end, with the line of
+        # the last token it (not the block) read.
+        parent_hi = self.hi
         saved = self.vars, self.range_depth, self.action_line
         self.vars, self.range_depth, self.action_line = ["$"], 0, 0
         tree = Tree(name, self.name, self.text)
         tree.root, end = self.item_list()
         if not isinstance(end, _EndNode):
-            self.errorf(f"unexpected {end.go_string()} in {context}")
+            self.errorf(f"unexpected {end.go_string()} in {context}", hi=parent_hi if parent_reports else None)
         self.add(tree)
         self.vars, self.range_depth, self.action_line = saved
 
@@ -1237,7 +1241,7 @@ class _Parser:
         tok = self.next_non_space()
         name = self._template_name(tok, context)
         pipe = self.pipeline(context, RDELIM)
-        self._parse_subtree(name, context)
+        self._parse_subtree(name, context, parent_reports=True)
         return TemplateNode(tok.pos, tok.line, name, pipe)
 
     def template_control(self) -> Node:

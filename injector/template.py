@@ -644,7 +644,7 @@ class _Exec:
         return value
 
     def not_a_function(self, args: list, final: object) -> None:
-        if len(args) > 1 or final is not MISSING:
+        if (args is not None and len(args) > 1) or final is not MISSING:
             self.errorf(f"can't give argument to non-function {args[0].go_string()}")
 
     def eval_command(self, dot: object, cmd: CommandNode, final: object) -> object:
