@@ -147,7 +147,7 @@ class Webhook:
     def _parse(body: bytes) -> tuple[str, dict]:
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting too
             raise BadReview(f"body is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise BadReview("body is not a JSON object")
