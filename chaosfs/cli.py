@@ -80,6 +80,8 @@ def _positive(text: str) -> float:
 
 
 def _workers(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError("expected a whole number")
     v = int(text)
     if not 1 <= v <= 1024:
         raise ValueError("must be between 1 and 1024")
@@ -189,11 +191,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         raw = fs.parse(argv, dict(os.environ))
     except HelpRequested:
-        print(fs.usage())
+        try:
+            print(fs.usage(), flush=True)
+        except BrokenPipeError:  # `chaosfs -h | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except FlagError as e:
-        print(f"chaosfs: {e}", file=sys.stderr)
-        print("Run 'chaosfs -h' for usage.", file=sys.stderr)
+        # One line: whoever reads a container's log sees the problem and the hint together.
+        print(f"chaosfs: {e} (run 'chaosfs -h' for usage)", file=sys.stderr)
         return EXIT_USAGE
     if raw["version"]:
         print(f"chaosfs {__version__}")
