@@ -400,13 +400,21 @@ class FaultEngine:
         self.changes += 1
 
     def add(self, rule: Rule) -> str:
-        rule = validate_rule(rule)
+        """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""
+        auto = not rule.id
+        checked = validate_rule(replace(rule, id="r0") if auto else rule)
 
         def edit(t: dict[str, Rule]) -> str:
-            if rule.id in t:
-                raise RuleError("id", f"rule {rule.id!r} already exists")
-            t[rule.id] = rule
-            return rule.id
+            r = checked
+            if auto:
+                rid = self.new_id()
+                while rid in t:  # under the lock: the id is free when we publish
+                    rid = self.new_id()
+                r = replace(checked, id=rid)
+            elif r.id in t:
+                raise RuleError("id", f"rule {r.id!r} already exists")
+            t[r.id] = r
+            return r.id
         return self.change(edit)  # type: ignore[return-value]
 
     def put_many(self, rules: list[Rule]) -> None:

@@ -94,7 +94,7 @@ def rule_from_pb(pb: Any, engine: FaultEngine) -> Rule:
         corrupt = faults.Corrupt(mode=_CORRUPT_MODE.get(c.mode, f"#{c.mode}"),
                                  length=c.length or 1, occurrences=c.occurrences or 1)
     return Rule(
-        id=pb.id or engine.new_id(),
+        id=pb.id,  # empty: FaultEngine.add assigns a free one
         methods=faults.method_ids(pb.methods),
         path=pb.path,
         path_kind={faults_pb2.REGEX: "regex", faults_pb2.GLOB: "glob"}.get(pb.path_kind, f"#{pb.path_kind}"),
