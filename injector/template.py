@@ -90,6 +90,9 @@ class Template:
             raise f.error from None
         except RecursionError:
             raise TemplateError(self.name, 1, 0, "template execution nested too deep") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # Unexpected data shapes must still end in a one-line error.
+            raise TemplateError(self.name, 1, 0, f"cannot render: {type(e).__name__}: {e}") from e
         # Re-decode so byte sequences assembled from "\xNN" escapes that form
         # valid UTF-8 become the characters Go's bytes would show.
         return utf8_bytes("".join(ex.out)).decode("utf-8", "surrogateescape")
@@ -601,7 +604,11 @@ class _Exec:
                 elif val is INVALID or (isinstance(val, Boxed) and val.v is None):
                     pass
                 else:
-                    self.errorf(f"range can't iterate over {sprint([val])}")
+                    try:
+                        shown = sprint([val])
+                    except UnsupportedFormat:
+                        shown = f"a value of Python type {type(val).__name__}"
+                    self.errorf(f"range can't iterate over {shown}")
             except _Break:
                 return
             if r.else_list is not None:

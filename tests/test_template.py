@@ -9,6 +9,7 @@ one JSON line in, one JSON line out.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -376,6 +377,16 @@ def test_printf_pointer_verb_is_a_clear_error() -> None:
         render('{{printf "%p" .}}', {"a": 1})
 
 
+@pytest.mark.parametrize("value", [datetime.date(2020, 1, 1), b"xy", {1, 2}, object()])
+@pytest.mark.parametrize("text", ["{{.A}}", '{{printf "%v" .A}}', "{{len .A}}", "{{range .A}}{{.}}{{end}}",
+                                  "{{.A.x}}", "{{index .A 1}}", "{{eq .A .A}}"])
+def test_values_outside_the_yaml_json_model_give_one_line_errors(text: str, value: object) -> None:
+    with pytest.raises(TemplateError) as ei:
+        render(text, {"A": value}, name="cm")
+    assert str(ei.value).startswith("cm:1:")
+    assert "\n" not in str(ei.value)
+
+
 def test_deep_template_recursion_is_an_error_not_a_crash() -> None:
     with pytest.raises(TemplateError, match="maximum template depth"):
         render('{{define "r"}}{{template "r" .}}{{end}}{{template "r" .}}', {})
@@ -434,7 +445,8 @@ class Gen:
     def literal(self) -> str:
         return self.pick([
             "1", "0", "-2", "3.5", "1e3", "0x1F", "'a'", "'\\n'", "true", "false", '"s"', '""', '"a\\tb"', "`r\\n`",
-            '"<&>"', "2", "-0.5", "1000000", '"A"', "0.1",
+            '"<&>"', "2", "-0.5", "1000000", '"A"', "0.1", '"\\x41\\u00e9\\101"', "1_000", "0x1p-2", "0o17",
+            "'\\u00e9'", "1i", "017", ".5", "1e-7", "'\\''", '"\\""', "`a\"b`", "-0", "+3",
         ])
 
     def field(self) -> str:
