@@ -51,7 +51,8 @@ struct fp_server {
     const char *backing;     /* path reopened per OPEN */
     int want_passthrough;    /* configured */
     int passthrough;         /* negotiated at INIT */
-    int backing_ids[4096];   /* per fd: the backing id to close at RELEASE, 0 = none */
+    char pt_open[4096];      /* per fd: opened in passthrough mode */
+    int pt_id, pt_refs;      /* the inode's one backing id, shared by its passthrough opens */
     volatile int fault;      /* a "rule" matches /f: no passthrough at open, READ -> EIO */
     uint64_t hot_ops, cold_ops;
 };
@@ -178,28 +179,41 @@ static int fp_cold(struct fp_server *s, char *buf, ssize_t n) {
         if (fd < 0) return fp_reply(s, h->unique, errno, NULL, 0);
         struct fuse_open_out o = {0};
         o.fh = (uint64_t)fd;
-        if (s->passthrough && !s->fault) {
-            /* the kernel serves this open's read/write/mmap from fd from now on */
-            struct fp_backing_map m = { .fd = fd };
-            int id = ioctl(s->dev, FP_IOC_BACKING_OPEN, &m);
-            if (id >= 0) {
-                o.open_flags = FP_FOPEN_PASSTHROUGH;
-                o.padding = (uint32_t)id;       /* backing_id */
-                /* the opener looks the id up after our reply: keep it until RELEASE */
-                if (fd < 4096) s->backing_ids[fd] = id + 1;
+        /* A rule matching the file: its new opens must reach us. If the inode is already
+         * open in passthrough mode the kernel insists every open of it is passthrough too
+         * (else EIO), so the open joins the backing file with FOPEN_DIRECT_IO added: its
+         * read/write come to the server, only mmap uses the backing file. */
+        if (s->passthrough && fd < 4096 && (!s->fault || s->pt_refs > 0)) {
+            /* The kernel serves this open's read/write/mmap from the backing file from now
+             * on. All passthrough opens of one inode must share one backing file, so the id
+             * is opened once per inode and kept while any of them is open (the opener also
+             * looks it up only after our reply). */
+            if (s->pt_refs == 0) {
+                struct fp_backing_map m = { .fd = fd };
+                s->pt_id = ioctl(s->dev, FP_IOC_BACKING_OPEN, &m);
+            }
+            if (s->pt_id >= 0) {
+                s->pt_refs++;
+                s->pt_open[fd] = 1;
+                o.open_flags = FP_FOPEN_PASSTHROUGH | (s->fault ? FOPEN_DIRECT_IO : 0);
+                o.padding = (uint32_t)s->pt_id;       /* backing_id */
                 return fp_reply(s, h->unique, 0, &o, sizeof o);
             }
         }
-        if (in->flags & O_DIRECT) o.open_flags = FOPEN_DIRECT_IO;
+        /* an open a rule matches is direct_io, as chaosfs does */
+        if (s->fault) o.open_flags = FOPEN_DIRECT_IO;
+        if (in->flags & O_DIRECT) o.open_flags |= FOPEN_DIRECT_IO;
         return fp_reply(s, h->unique, 0, &o, sizeof o);
     }
     case FUSE_RELEASE: {
         struct fuse_release_in *in = arg;
         int fd = (int)in->fh;
-        if (fd < 4096 && s->backing_ids[fd]) {
-            uint32_t bid = (uint32_t)(s->backing_ids[fd] - 1);
-            ioctl(s->dev, FP_IOC_BACKING_CLOSE, &bid);
-            s->backing_ids[fd] = 0;
+        if (fd < 4096 && s->pt_open[fd]) {
+            s->pt_open[fd] = 0;
+            if (--s->pt_refs == 0) {
+                uint32_t bid = (uint32_t)s->pt_id;
+                ioctl(s->dev, FP_IOC_BACKING_CLOSE, &bid);
+            }
         }
         close(fd);
         return fp_reply(s, h->unique, 0, NULL, 0);
