@@ -373,6 +373,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class WebhookServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of API-server calls (a Deployment scaled
+    # up) overflowed it, and dropped SYNs cost the client seconds of retransmits.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], webhook: Webhook, certs: CertReloader,
                  max_body: int = DEFAULT_MAX_BODY) -> None:
