@@ -21,14 +21,6 @@ COPY images/wheelhouse/ /wheelhouse/
 RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install -q --find-links /wheelhouse ${PIP_OFFLINE:+--no-index} \
       "setuptools>=68" wheel "cython>=3.0" "grpcio-tools>=1.60"
-# Dependencies before the source, so editing code does not rebuild them.
-COPY pyproject.toml /src/pyproject.toml
-RUN python3 -c "import tomllib; d = tomllib.load(open('/src/pyproject.toml', 'rb')); \
-print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
- && /opt/build/bin/pip wheel -q --find-links /wheelhouse ${PIP_OFFLINE:+--no-index} -w /wheels \
-      -r /tmp/requirements.txt
-COPY . /src
-RUN cd /src && /opt/build/bin/pip wheel -q --no-deps --no-build-isolation -w /wheels .
 # pip/setuptools are not needed at run time; compiled .pyc stay for a fast start.
 RUN printf '%s\n' '#!/bin/sh' 'set -e' 'v=$1' \
       'rm -rf $v/lib/python3*/site-packages/pip* $v/lib/python3*/site-packages/setuptools* $v/lib/python3*/site-packages/pkg_resources' \
@@ -36,27 +28,45 @@ RUN printf '%s\n' '#!/bin/sh' 'set -e' 'v=$1' \
       'find $v -name "*.pyx" -delete' \
       'find $v -name "*.so" -exec strip --strip-unneeded {} +' > /usr/local/bin/slim-venv \
  && chmod +x /usr/local/bin/slim-venv
+# Dependencies before the source, so editing code rebuilds only the project's own wheel.
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c "import tomllib; d = tomllib.load(open('/src/pyproject.toml', 'rb')); \
+print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/build/bin/pip wheel -q --find-links /wheelhouse ${PIP_OFFLINE:+--no-index} -w /wheels \
+      -r /tmp/requirements.txt
 
-# The full venv: injector and CLIs.
-FROM build AS venv-full
+# The full venv's dependencies: injector and CLIs.
+FROM build AS deps-full
 RUN python3 -m venv /opt/chaosfs \
- && /opt/chaosfs/bin/pip install -q --no-index --find-links /wheels chaosfs \
- && slim-venv /opt/chaosfs
+ && /opt/chaosfs/bin/pip install -q --no-index --find-links /wheels -r /tmp/requirements.txt
 
-# The daemon's venv: without the Kubernetes client and the other webhook-only packages
-# (~130 MB of the full one).
-FROM build AS venv-fs
+# The daemon's dependencies: without the Kubernetes client and the other webhook-only
+# packages (they are most of the full venv).
+FROM build AS deps-fs
 ARG WEBHOOK_ONLY="kubernetes jsonpatch kubernetes-validate"
 RUN python3 -c "import re, sys; skip = set(sys.argv[1].split()); \
 [print(r) for r in open('/tmp/requirements.txt').read().split() \
  if re.split(r'[<>=!~;\[ ]', r)[0].lower() not in skip]" "$WEBHOOK_ONLY" > /tmp/fs-requirements.txt \
  && python3 -m venv /opt/chaosfs \
- && /opt/chaosfs/bin/pip install -q --no-index --find-links /wheels -r /tmp/fs-requirements.txt \
- && /opt/chaosfs/bin/pip install -q --no-index --find-links /wheels --no-deps chaosfs \
- && slim-venv /opt/chaosfs
+ && /opt/chaosfs/bin/pip install -q --no-index --find-links /wheels -r /tmp/fs-requirements.txt
+
+# The project's own wheel (Cython extension, gRPC stubs).
+FROM build AS project-wheel
+COPY . /src
+RUN cd /src && /opt/build/bin/pip wheel -q --no-deps --no-build-isolation -w /dist .
+
+FROM deps-full AS venv-full
+COPY --from=project-wheel /dist/ /dist/
+RUN /opt/chaosfs/bin/pip install -q --no-index --no-deps /dist/chaosfs-*.whl && slim-venv /opt/chaosfs
+
+FROM deps-fs AS venv-fs
+COPY --from=project-wheel /dist/ /dist/
+RUN /opt/chaosfs/bin/pip install -q --no-index --no-deps /dist/chaosfs-*.whl && slim-venv /opt/chaosfs
 
 # -------------------------------------------------- build: self-contained script executables
+# Only scripts/ goes in, so daemon or injector edits do not rebuild these.
 FROM build AS scripts-build
+COPY scripts/ /src/scripts/
 ARG PIP_OFFLINE=
 RUN ${PIP_OFFLINE:+env PIP_NO_INDEX=1} PIP_FIND_LINKS=/wheelhouse /src/scripts/build.sh /out/scripts \
  && mkdir -p /out/bin /out/tmp && chmod 1777 /out/tmp \

@@ -250,7 +250,8 @@ class Flow:
         self.r.check("stored pod: marked injected",
                      pod["metadata"].get("annotations", {}).get(
                          "admission-webhook.chaos-mesh.org/status") == "injected",
-                     pod["metadata"].get("annotations"))
+                     pod["metadata"].get("annotations", {}).get(
+                         "admission-webhook.chaos-mesh.org/status"))
         return pod
 
     def wait_running(self) -> dict:

@@ -132,8 +132,14 @@ for t in "${TARGETS[@]}"; do
     size=$(podman image inspect --format '{{.Size}}' "localhost/$t:$TAG")
     printf '%-28s %7.1f MB %8s\n' "localhost/$t:$TAG" "$(awk -v s="$size" 'BEGIN{print s/1e6}')" "$secs" >> "$CACHE/sizes.txt.tmp"
     if [[ -n $EXPORT ]]; then
-        rm -f "$EXPORT/$t.oci.tar"
-        podman save -q --format oci-archive -o "$EXPORT/$t.oci.tar" "localhost/$t:$TAG"
+        id=$(podman image inspect --format '{{.Id}}' "localhost/$t:$TAG")
+        # saving the injector image takes a while: only when the image changed
+        if [[ ! -s $EXPORT/$t.oci.tar || $(cat "$EXPORT/$t.id" 2>/dev/null) != "$id" ]]; then
+            rm -f "$EXPORT/$t.oci.tar"
+            podman save -q --format oci-archive -o "$EXPORT/$t.oci.tar.tmp" "localhost/$t:$TAG"
+            mv "$EXPORT/$t.oci.tar.tmp" "$EXPORT/$t.oci.tar"
+            echo "$id" > "$EXPORT/$t.id"
+        fi
     fi
 done
 mv "$CACHE/sizes.txt.tmp" "$CACHE/sizes.txt"
