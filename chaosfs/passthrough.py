@@ -15,6 +15,7 @@ import errno
 import functools
 import logging
 import os
+import resource
 import stat
 from typing import Any, Callable, Optional
 
@@ -68,6 +69,10 @@ class InodeTable:
         self.by_ino: dict[int, Node] = {self.root.ino: self.root}
         self.by_key: dict[tuple[int, int], Node] = {(st.st_dev, st.st_ino): self.root}
         self._next_ino = pyfuse3.ROOT_INODE + 1
+        # Node fds held open; pinning new nodes stops at half the fd limit, so files can
+        # still be opened for I/O when the kernel knows very many inodes.
+        self.open_fds = 0
+        self.max_pinned = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
 
     def __len__(self) -> int:
         return len(self.by_ino)
@@ -79,9 +84,18 @@ class InodeTable:
             raise FUSEError(errno.ESTALE) from None
 
     def remember(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
-        """Count one kernel reference to (parent, name), creating the node if new."""
+        """Count one kernel reference to (parent, name), creating the node if new.
+
+        A new node gets its O_PATH fd at once: while the kernel knows the node, the backing
+        inode stays allocated, so the backing fs cannot hand its number to a new file (which
+        would otherwise be taken for this node: wrong type, wrong name, ESTALE)."""
         key = (st.st_dev, st.st_ino)
         node = self.by_key.get(key)
+        if node is not None and node.fd < 0 and (
+                node.is_dir != stat.S_ISDIR(st.st_mode) or node.is_link != stat.S_ISLNK(st.st_mode)):
+            # An unpinned node whose number the backing fs reused: a different file.
+            del self.by_key[key]
+            node = None
         if node is None:
             node = Node()
             node.ino = self._next_ino
@@ -94,6 +108,18 @@ class InodeTable:
         node.parent = parent
         node.name = name
         node.lookups += 1
+        if node.fd < 0 and self.open_fds < self.max_pinned:
+            try:
+                fd = os.open(name, O_PATH, dir_fd=self.fd(parent))
+            except (OSError, FUSEError):
+                pass  # gone already, or out of fds: stay lazy
+            else:
+                fst = os.fstat(fd)
+                if (fst.st_dev, fst.st_ino) == key:
+                    node.fd = fd
+                    self.open_fds += 1
+                else:
+                    os.close(fd)
         return node
 
     def known(self, st: os.stat_result) -> Optional[Node]:
@@ -111,6 +137,7 @@ class InodeTable:
             if node.fd >= 0:
                 os.close(node.fd)
                 node.fd = -1
+                self.open_fds -= 1
             node.parent = None
 
     def fd(self, node: Node) -> int:
@@ -127,6 +154,7 @@ class InodeTable:
             os.close(fd)
             raise FUSEError(errno.ESTALE)
         node.fd = fd
+        self.open_fds += 1
         return fd
 
     def path_of(self, node: Node) -> str:
