@@ -716,3 +716,32 @@ def test_daemon_never_touches_anything_outside_original(tmp_path):
     finally:
         watch.close()
         d.cleanup()
+
+
+# ---- a hostile control-plane peer never takes the mount down ------------------------------
+
+def test_garbage_on_the_grpc_port_leaves_mount_and_control_plane_up(daemon_factory):
+    d = daemon_factory()
+    (d.original / "f").write_bytes(b"data")
+    payloads = [b"", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(4096), os.urandom(65536),
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(200)]
+    socks = []
+    for i in range(120):  # many at once, some left half-open while we check the mount
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        try:
+            s.sendall(payloads[i % len(payloads)])
+        except OSError:
+            pass
+        socks.append(s)
+    assert (d.mountpoint / "f").read_bytes() == b"data"
+    for s in socks:
+        s.close()
+    ch = grpc.insecure_channel(d.addr)
+    h = health_pb2_grpc.HealthStub(ch)
+    assert h.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    assert list(faults_pb2_grpc.FaultsStub(ch).ListRules(fpb.ListRulesRequest(), timeout=10).rules) == []
+    ch.close()
+    assert d.proc.poll() is None
+    (d.mountpoint / "g").write_bytes(b"more")
+    assert (d.original / "g").read_bytes() == b"more"
