@@ -215,7 +215,8 @@ while (time.monotonic() < deadline) if deadline else (rounds < int(value)):
             elif op == "dir":
                 s = "s%d-%d" % (wid, rng.randrange(4))
                 if s in subdirs:
-                    os.rmdir(os.path.join(dirs[subdirs.pop(s)], s))
+                    os.rmdir(os.path.join(dirs[subdirs[s]], s))
+                    del subdirs[s]
                 else:
                     os.mkdir(os.path.join(dirs[k], s), 0o750)
                     subdirs[s] = k
