@@ -445,6 +445,8 @@ def main() -> int:
         load_images(node, cache, r)
         Flow(node, r).run()
     except StepFailed as e:
+        if str(e) not in r.failed:
+            r.check("cluster operations", False, str(e))
         print(f"e2e: stopping after failed step: {e}", flush=True)
     except NodeError as e:
         r.check("node and cluster operations", False, str(e)[:1500])
