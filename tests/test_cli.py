@@ -332,3 +332,18 @@ def test_restart_twice_in_a_row(daemon_factory):
         assert d.stop(signal.SIGTERM) == 0
         d.start()
         works(d)
+
+
+def test_external_unmount_ends_the_daemon(daemon_factory):
+    """Someone unmounts us (kubelet tearing down, an admin): the daemon must not linger with a
+    pidfile that claims a live mount."""
+    d = daemon_factory()
+    p = subprocess.run(["umount", str(d.mountpoint)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    try:
+        d.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"chaosfs still running 5 s after its mount went away:\n{d.log_text()}")
+    assert not d.pidfile.exists()
+    assert mount_type(str(d.mountpoint)) is None
+    assert "Traceback" not in d.log_text()

@@ -996,6 +996,9 @@ s = socket.socket(socket.AF_UNIX); s.bind(r + "/sock"); s.close()
 os.link(r + "/file", r + "/hard")
 os.mkdir(r + "/sg/sub")
 os.close(os.open(r + "/sg/f", os.O_CREAT | os.O_WRONLY, 0o664))
+os.close(os.open(r + "/sg/sgid-nonmember", os.O_CREAT | os.O_WRONLY, 0o2775))
+os.close(os.open(r + "/own-sgid", os.O_CREAT | os.O_WRONLY, 0o2775))
+os.mknod(r + "/sg/mknod-sgid", 0o2775)
 out = []
 for fn in (lambda: os.utime(r + "/shared", None), lambda: os.utime(r + "/shared", (5, 5)),
            lambda: os.chmod(r + "/shared", 0o600), lambda: open(r + "/shared", "a").write("more"),
