@@ -46,6 +46,7 @@ BAD = {
     "original inside mountpoint": (["-pidfile=run/pid", "-original=m/inner", "-mountpoint=m"], "inside"),
     "pidfile dir under a file": (["-pidfile=afile/sub/pid", "-original=o", "-mountpoint=m"], "-pidfile"),
     "pidfile dir in /proc": (["-pidfile=/proc/chaosfs-nope/pid", "-original=o", "-mountpoint=m"], "-pidfile"),
+    "pidfile is a directory": (["-pidfile=o/inner", "-original=o", "-mountpoint=m"], "-pidfile"),
     "addr no port": (["-addr=nope", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-addr"),
     "addr port too big": (["-addr=:99999", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-addr"),
     "addr bad port": (["-addr=:http", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-addr"),
@@ -72,6 +73,7 @@ def test_bad_input_one_line_exit_2_nothing_mounted(dirs: Path, case: str):
     assert mount_type(str(dirs / "m")) is None and mount_type(str(dirs / "o")) is None
     assert str(dirs) not in open("/proc/self/mountinfo").read()  # (other tests mount elsewhere)
     assert not (dirs / "run" / "pid").exists()
+    assert (dirs / "o" / "inner").is_dir()  # nothing was removed
 
 
 def test_dev_fuse_unusable(dirs: Path):
@@ -347,3 +349,20 @@ def test_external_unmount_ends_the_daemon(daemon_factory):
     assert not d.pidfile.exists()
     assert mount_type(str(d.mountpoint)) is None
     assert "Traceback" not in d.log_text()
+
+
+def test_relative_paths(daemon_factory):
+    d = daemon_factory(start=False)
+    base = d.original.parent
+    logf = open(d.log, "ab")
+    d.proc = subprocess.Popen([CHAOSFS, f"-addr=127.0.0.1:{d.port}", "-pidfile=run/chaosfs.pid",
+                               "-original=original", "-mountpoint=./mnt/"], cwd=base,
+                              stdout=logf, stderr=logf)
+    logf.close()
+    deadline = time.monotonic() + 15
+    while not (d.pidfile.exists() and mount_type(str(d.mountpoint)) == "fuse.chaosfs"):
+        assert d.proc.poll() is None and time.monotonic() < deadline, d.log_text()
+        time.sleep(0.02)
+    works(d)
+    assert d.stop() == 0
+    assert not d.pidfile.exists() and mount_type(str(d.mountpoint)) is None
