@@ -25,12 +25,12 @@ cdef class FaultGate:
     # `active` is the one test the no-rule path pays. Rule sets are immutable snapshots
     # swapped in by the control plane; `epoch` invalidates every Node's match cache.
     cdef public bint active
-    cdef public bint cache_sensitive
     cdef public unsigned long long epoch
     cdef public tuple rules
     cdef public object path_of
     cdef public object verdict_of
     cdef public object path_check
+    cdef public object matcher
     cdef unsigned long long counts[N_METHODS]
     cdef unsigned long long hist[N_METHODS][N_BUCKETS]
     cdef unsigned long long errors[N_METHODS]

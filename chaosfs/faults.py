@@ -335,6 +335,43 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
 
 # ---- the table ---------------------------------------------------------------------------
 
+_SET_OPTIONS = re2.Options()
+_SET_OPTIONS.log_errors = False
+_SET_OPTIONS.max_mem = 256 << 20
+
+
+def build_matcher(rules: tuple) -> Callable[[str], tuple]:
+    """path -> the rules (in table order) whose pattern matches it, with one RE2 set search
+    for all patterned rules, so 1,000 rules cost about what one does."""
+    if not rules:
+        return lambda path: ()
+    always = [i for i, r in enumerate(rules) if r.regex is None]
+    patterned = [i for i, r in enumerate(rules) if r.regex is not None]
+    if not patterned:
+        return lambda path: rules
+    rset = re2.Set.SearchSet(_SET_OPTIONS)
+    for i in patterned:
+        rset.Add(rules[i].regex.pattern)
+    try:
+        rset.Compile()
+    except re2.error:
+        # Too big for one automaton: one search per rule (correct, just slower).
+        return lambda path: tuple(r for r in rules if r.matches_path(path))
+    if not always:
+        def match(path: str) -> tuple:
+            hit = rset.Match(path)
+            if not hit:
+                return ()
+            return tuple(rules[patterned[k]] for k in sorted(hit))
+        return match
+
+    def match_with_always(path: str) -> tuple:
+        hit = rset.Match(path)
+        if not hit:
+            return tuple(rules[i] for i in always)
+        return tuple(rules[i] for i in sorted(always + [patterned[k] for k in hit]))
+    return match_with_always
+
 class FaultEngine:
     """Owns the rule table; every change is validated first, then published at once.
 
@@ -350,6 +387,7 @@ class FaultEngine:
         self._invalidate = invalidate
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
+        gate.matcher = build_matcher(())
         self.changes = 0
 
     # reads
@@ -360,7 +398,7 @@ class FaultEngine:
         return bool(self._rules)
 
     def check_path(self, method: int, path: str) -> Optional[Verdict]:
-        matching = tuple(r for r in self.gate.rules if r.applies(method) and r.matches_path(path))
+        matching = self.gate.matcher(path)
         return verdict_of(method, matching) if matching else None
 
     def new_id(self) -> str:
@@ -387,15 +425,16 @@ class FaultEngine:
     def _publish(self, table: dict[str, Rule]) -> None:
         g = self.gate
         self._rules = table
-        if not table:
-            g.active = False
-            g.cache_sensitive = False
+        rules = tuple(table.values())
+        if not rules:
+            g.active = False  # first: the hot path stops looking before the table empties
             g.rules = ()
+            g.matcher = build_matcher(())
             g.epoch += 1
         else:
-            g.rules = tuple(table.values())
+            g.matcher = build_matcher(rules)
+            g.rules = rules
             g.epoch += 1
-            g.cache_sensitive = True
             g.active = True
         self.changes += 1
 

@@ -13,11 +13,11 @@ EXTRA_METHODS: tuple[str, ...] = ("lookup", "readdir", "releasedir", "fsyncdir")
 ALL_METHODS: tuple[str, ...] = COMPAT_METHODS + EXTRA_METHODS
 METHOD_ID: dict[str, int] = {name: i for i, name in enumerate(ALL_METHODS)}
 
-# Operations that a kernel cache can answer without asking the daemon; a rule on one of
-# them makes the daemon shorten timeouts / use direct_io while it exists.
+# Operations that a kernel cache can answer without asking the daemon: a rule on one of
+# them makes the files it matches uncached (direct_io for data, zero timeouts for attributes
+# and names). open, readlink, xattrs and readdir always reach the daemon under pyfuse3.
 DATA_METHODS = frozenset({METHOD_ID["read"], METHOD_ID["write"]})
-ATTR_METHODS = frozenset({METHOD_ID[m] for m in ("getattr", "lookup", "access", "readlink",
-                                                   "getxattr", "listxattr", "open", "opendir")})
+ATTR_METHODS = frozenset({METHOD_ID["getattr"], METHOD_ID["lookup"]})
 
 # Ops that cannot report an error to the caller (the kernel ignores release's reply).
 DELAY_ONLY = frozenset({METHOD_ID["release"], METHOD_ID["releasedir"]})

@@ -25,7 +25,7 @@ from pyfuse3 import FUSEError
 
 from chaosfs import _hot
 from chaosfs._hot import FaultGate, Node
-from chaosfs.methods import METHOD_ID, DATA_METHODS
+from chaosfs.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID
 
 log = logging.getLogger("chaosfs.fs")
 
@@ -36,6 +36,9 @@ AT_FDCWD = -100
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
 
 M = METHOD_ID
+# Asked by the kernel before every buffered write (file_remove_privs), because pyfuse3
+# cannot negotiate FUSE_HANDLE_KILLPRIV_V2: one extra round trip per write(2).
+CAPS = b"security.capability"
 
 
 def proc_path(fd: int) -> str:
@@ -230,19 +233,30 @@ class FsOperations(pyfuse3.Operations):
         self.inodes = InodeTable(self.root_fd)
         self.cache = cache or CacheConfig()
         self.gate.path_of = self.inodes.path_of
+        # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
+        self.no_caps: set[int] = set()
 
     # ---- attributes ---------------------------------------------------------------------
 
-    def _timeout(self, t: float) -> float:
-        # While rules exist every lookup/getattr must reach us, so a rule can fire on it.
-        return 0.0 if self.gate.cache_sensitive else t
+    def _cache_sensitive(self, node: Node) -> bool:
+        """A rule that getattr/lookup/open... could hit matches this node: the kernel must ask
+        us every time. Nodes no rule matches keep their caches (rules cost them nothing)."""
+        gate = self.gate
+        if not gate.active:
+            return False
+        if node.match_epoch != gate.epoch:
+            gate.match(node)
+        return any(r.touches(ATTR_METHODS) for r in node.matched)
 
     def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = node.ino
         e.generation = 0
-        e.entry_timeout = self._timeout(self.cache.entry_timeout)
-        e.attr_timeout = self._timeout(self.cache.attr_timeout)
+        if self.gate.active and self._cache_sensitive(node):
+            e.entry_timeout = e.attr_timeout = 0.0
+        else:
+            e.entry_timeout = self.cache.entry_timeout
+            e.attr_timeout = self.cache.attr_timeout
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid
@@ -287,6 +301,7 @@ class FsOperations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Any) -> None:
         for ino, n in inode_list:
+            self.no_caps.discard(ino)
             try:
                 self.inodes.forget(ino, n)
             except OSError:
@@ -326,10 +341,9 @@ class FsOperations(pyfuse3.Operations):
         if fields.update_atime or fields.update_mtime:
             atime = attr.st_atime_ns if fields.update_atime else None
             mtime = attr.st_mtime_ns if fields.update_mtime else None
-            if node.is_link:
-                _hot.utimens_at(self.inodes.fd(node.parent), node.name, atime, mtime, True)
-            else:
-                _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
+            # Following the /proc magic link of an O_PATH fd lands on the inode itself, also
+            # for a symlink (its target is not followed), whatever names it has now.
+            _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
         return self._entry(node, os.stat(fd))
 
     @fuse_op("readlink")
@@ -485,7 +499,8 @@ class FsOperations(pyfuse3.Operations):
         if self.gate.active and not fi.direct_io and self._data_rules_match(node):
             # A read/write rule applies: keep the page cache out so every op reaches us.
             fi.direct_io = True
-        fi.keep_cache = self.cache.keep_cache and not fi.direct_io and not self.gate.cache_sensitive
+        fi.keep_cache = (self.cache.keep_cache and not fi.direct_io
+                         and not (self.gate.active and node.matched))
         self.handles[fd] = Handle(fd, node)
         return fi
 
@@ -578,24 +593,35 @@ class FsOperations(pyfuse3.Operations):
     # ---- extended attributes ------------------------------------------------------------
 
     def _xattr_path(self, node: Node) -> tuple[str, bool]:
-        if node.is_link:
-            # Through the parent: the /proc magic link would name the link, not the target.
-            return f"{proc_path(self.inodes.fd(node.parent))}/{os.fsdecode(node.name)}", False
+        # Not (parent, name): a symlink's remembered name may be a hard link removed since.
+        # The magic link of its O_PATH fd resolves to the symlink inode, not its target.
         return proc_path(self.inodes.fd(node)), True
 
     @fuse_op("setxattr")
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.no_caps.discard(inode)
         node = self.inodes.get(inode)
         await self._fault("setxattr", node)
         path, follow = self._xattr_path(node)
         os.setxattr(path, name, value, follow_symlinks=follow)
 
-    @fuse_op("getxattr")
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        # The per-write capability probe, answered without the cold path while no rule exists.
+        if name == CAPS and not self.gate.active and inode in self.no_caps:
+            raise FUSEError(errno.ENODATA)
+        return await self._getxattr(inode, name, ctx)
+
+    @fuse_op("getxattr")
+    async def _getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         node = self.inodes.get(inode)
         await self._fault("getxattr", node)
         path, follow = self._xattr_path(node)
-        return os.getxattr(path, name, follow_symlinks=follow)
+        try:
+            return os.getxattr(path, name, follow_symlinks=follow)
+        except OSError as e:
+            if name == CAPS and e.errno == errno.ENODATA:
+                self.no_caps.add(inode)
+            raise
 
     @fuse_op("listxattr")
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
@@ -606,6 +632,7 @@ class FsOperations(pyfuse3.Operations):
 
     @fuse_op("removexattr")
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.no_caps.discard(inode)
         node = self.inodes.get(inode)
         await self._fault("removexattr", node)
         path, follow = self._xattr_path(node)
