@@ -485,3 +485,23 @@ def test_mtls(daemon_factory, tmp_path):
         faults_pb2_grpc.FaultsStub(anon).ListRules(fpb.ListRulesRequest(), timeout=10)
     assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
     anon.close()
+
+
+def test_rules_uncache_only_the_files_they_match(fs):
+    """1,000 rules that match nothing leave other files' attribute cache alone; a getattr
+    rule (even one that never fires) makes its own file ask the daemon every time."""
+    m = fs.mountpoint
+    for i in range(1000):
+        add(fs, methods=["getattr"], path=f"^nomatch{i}/", errno=fpb.ErrnoAction(code=5))
+    add(fs, id="watch", methods=["getattr"], path="sst$", probability=0.0, errno=fpb.ErrnoAction(code=5))
+    os.stat(m / "other.txt")
+    os.stat(m / "db" / "000012.sst")
+    fs.faults.Stats(fpb.StatsRequest(reset=True))
+    for _ in range(30):
+        os.stat(m / "other.txt")
+    n_other = {x.method: x.count for x in fs.faults.Stats(fpb.StatsRequest(reset=True)).methods}.get("getattr", 0)
+    for _ in range(30):
+        os.stat(m / "db" / "000012.sst")
+    n_sst = {x.method: x.count for x in fs.faults.Stats(fpb.StatsRequest()).methods}.get("getattr", 0)
+    assert n_other <= 3, n_other   # served from the kernel's cache
+    assert n_sst >= 30, n_sst      # every stat reached the daemon
