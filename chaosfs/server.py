@@ -265,7 +265,7 @@ class ControlPlane:
 
     def __init__(self, engine: FaultEngine, host: str, port: int, *, tls_cert: Optional[str] = None,
                  tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
-                 token_file: Optional[str] = None, workers: int = 8) -> None:
+                 token_file: Optional[str] = None, workers: int = 4) -> None:
         self.engine = engine
         interceptors = []
         if token_file:
