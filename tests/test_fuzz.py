@@ -67,7 +67,7 @@ def v1_key(r: Any) -> tuple:
     corrupt = None
     if r.HasField("corrupt"):
         corrupt = (r.corrupt.mode, r.corrupt.length or 1, r.corrupt.occurrences or 1)
-    return (tuple(sorted(r.methods)), r.path, r.path_kind,
+    return (tuple(sorted(set(r.methods))), r.path, r.path_kind,  # duplicates collapse
             r.probability if r.HasField("probability") else 100.0,
             r.errno.code, r.errno.random, r.delay.fixed_us, r.delay.jitter_us, corrupt,
             r.short.fraction if r.HasField("short") else 0.0, r.ttl_seconds, r.max_hits)
@@ -284,8 +284,14 @@ def calls(inj: Injure09):
     compat_req = st.builds(lambda m, e, r, p, path, dl: inj.request(methods=m, errno=e, random=r, pct=p, path=path, delay=dl),
                            compat_methods_st, u32_st, st.booleans(), u32_st | st.sampled_from([0, 30, 100, 101]),
                            path_st, u32_st | st.sampled_from([0, 10, MAX_DELAY_US, MAX_DELAY_US + 1]))
+    valid_compat = st.builds(
+        lambda m, e, r, p, path, dl: inj.request(methods=m, errno=e, random=r, pct=p, path=path, delay=dl),
+        st.lists(st.sampled_from(COMPAT_METHODS), min_size=1, max_size=3), st.integers(0, 4095),
+        st.booleans(), st.integers(0, 150), st.sampled_from(["", "db/", "^x$", "wal/[0-9]+"]),
+        st.integers(0, 10**6))
     return st.one_of(
         st.tuples(st.just("/chaosfs.v1.Faults/AddRule"), valid_v1),
+        st.tuples(st.sampled_from(["/injure.Injure/SetFault", "/injure.Injure/SetFaultAll"]), valid_compat),
         st.tuples(st.just("/chaosfs.v1.Faults/AddRule"), v1_rules().map(lambda r: fpb.AddRuleRequest(rule=r))),
         st.tuples(st.just("/chaosfs.v1.Faults/RemoveRule"),
                   st.lists(id_st, max_size=3).map(lambda ids: fpb.RemoveRuleRequest(ids=ids))),
