@@ -1280,3 +1280,23 @@ def test_o_tmpfile_unsupported_cleanly(pair: Pair):
     os.close(fd)
     (pair.m / "after").write_text("fine")
     assert (pair.b / "after").read_text() == "fine"
+
+
+def test_symlink_attrs_after_its_other_name_is_gone(pair: Pair):
+    """The daemon must not address a symlink by the last name the kernel looked it up under:
+    that hard link may be gone (utimens/xattrs then said ENOENT)."""
+    def op(r: Path):
+        os.symlink("f", r / "s")
+        os.link(r / "s", r / "s2", follow_symlinks=False)
+        os.lstat(r / "s2")
+        os.unlink(r / "s2")
+        os.utime(r / "s", ns=(5_000_000_000, 6_000_000_007), follow_symlinks=False)
+        os.setxattr(r / "s", "trusted.a", b"1", follow_symlinks=False)
+        os.chown(r / "s", 7, 8, follow_symlinks=False)
+        os.rename(r / "s", r / "moved")
+        os.utime(r / "moved", ns=(1, 2), follow_symlinks=False)
+        return (sig((r / "moved").lstat(), times=True), os.listxattr(r / "moved", follow_symlinks=False),
+                os.getxattr(r / "moved", "trusted.a", follow_symlinks=False),
+                outcome(lambda _: os.setxattr(r / "moved", "user.x", b"1", follow_symlinks=False), r),
+                os.readlink(r / "moved"))
+    pair.both(op)
