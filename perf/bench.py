@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--only-proto", action="store_true", help="run just the prototype stage")
     p.add_argument("--meta-files", type=int, default=3000)
     a = p.parse_args(argv)
+    if any(v is not None and v <= 0 for v in (a.rounds, a.runtime, a.fault_rounds)):
+        p.error("--rounds, --runtime and --fault-rounds must be positive")
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.runtime = a.runtime or (1.5 if a.quick else 5.0)
     a.fault_rounds = a.fault_rounds or (5 if a.quick else 50)
@@ -54,8 +57,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         a.rand_size_mib = min(a.rand_size_mib, 32)
         a.meta_files = min(a.meta_files, 300)
         a.no_proto = True
-    if a.rounds < 1 or a.runtime <= 0 or a.meta_files < 1:
-        p.error("--rounds, --runtime and --meta-files must be positive")
+    if a.meta_files < 1 or a.seq_size_mib < 1 or a.rand_size_mib < 1 or a.proto_size_mib < 1:
+        p.error("--meta-files and the --*-size-mib options must be positive")
     return a
 
 
@@ -110,8 +113,15 @@ def run_one(job: J.Job, v: Variant, args: argparse.Namespace, pin_cpu: str) -> d
     return r
 
 
+def _interrupt(signum, frame) -> None:
+    # SIGTERM must unmount and stop the daemons like Ctrl-C does (they run in their own
+    # sessions so a terminal's Ctrl-C reaches only us).
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or PERF_DIR / "results" / stamp
     try:
@@ -192,10 +202,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             v.stop()
     if args.only_proto:
         args.no_proto = False
-    if not args.no_proto and not results.get("interrupted"):
-        from perf import proto
-        results["proto"] = proto.run(work, args, pin_cpu)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        if not args.no_proto and not results.get("interrupted"):
+            from perf import proto
+            results["proto"] = proto.run(work, args, pin_cpu)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     results["elapsed_s"] = time.monotonic() - t_start
     report.write(out, results)
     print(f"results: {out}/results.json, {out}/table.md" +
