@@ -13,11 +13,13 @@ import ctypes.util
 import errno
 import mmap
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -102,24 +104,21 @@ def outcome(fn: Callable[[Path], Any], root: Path) -> Any:
 
 
 @pytest.fixture(scope="module", params=["cython", "python"])
-def env(request, tmp_path_factory):
-    base = tmp_path_factory.mktemp(f"pt-{request.param}")
+def env(request):
+    # Not under pytest's basetemp: every pytest session that starts (other test runs on the
+    # machine) resets /tmp/pytest-of-root to 0700, locking out the uid-1000 tests mid-run.
+    base = Path(tempfile.mkdtemp(prefix=f"chaosfs-pt-{request.param}-", dir="/tmp"))
     d = make_daemon(base, f"-hot={request.param}")
     native = base / "native"
     native.mkdir()
     os.chmod(native, 0o755)
-    open_up(base)
-    d.start()
-    yield Env(d, native, request.param)
-    d.cleanup()
-
-
-def open_up(path: Path) -> None:
-    """pytest's temp roots are 0700: let uid 1000 walk down to the test dirs."""
-    for p in [path, *path.parents]:
-        if p == Path("/tmp") or p == Path("/"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o055)
+    try:
+        d.start()
+        yield Env(d, native, request.param)
+    finally:
+        d.cleanup()
+        if mount_type(str(d.mountpoint)) is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 _seq = iter(range(1 << 30))
@@ -971,7 +970,6 @@ def test_copy_file_range(pair: Pair):
         got = (r / "dst").read_bytes()
         return total, got == b"\0" * 7 + data[1000:], len(got)
     assert pair.both(op)[1][1]
-    import shutil
     shutil.copyfile(pair.m / "src", pair.m / "copy")
     shutil.copyfile(pair.m / "src", pair.n / "cross")  # mount -> native: EXDEV fallback
     assert (pair.b / "copy").read_bytes() == data == (pair.n / "cross").read_bytes()
