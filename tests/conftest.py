@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,10 +65,17 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"chaosfs exited with {self.proc.returncode}:\n{self.log_text()}")
-            if self.pidfile.exists() and mount_type(str(self.mountpoint)) == "fuse.chaosfs":
+            if (self._pidfile_is_ours() and mount_type(str(self.mountpoint)) == "fuse.chaosfs"):
                 return self
             time.sleep(0.02)
         raise RuntimeError(f"chaosfs did not become ready:\n{self.log_text()}")
+
+    def _pidfile_is_ours(self) -> bool:
+        # A stale pidfile and a dead mount from a killed run must not count as ready.
+        try:
+            return self.pidfile.read_text().strip() == str(self.proc.pid)
+        except OSError:
+            return False
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
@@ -109,9 +118,14 @@ def make_daemon(base: Path, *args: str) -> Daemon:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path):
-    """Start chaosfs daemons with extra flags: `daemon_factory("-hot=python")`."""
+def daemon_factory():
+    """Start chaosfs daemons with extra flags: `daemon_factory("-hot=python")`.
+
+    Dirs live in their own /tmp/chaosfs-test-* (0755), not under pytest's temp root, which
+    another pytest session may reset to 0700 and lock out tests acting as another uid."""
     made: list[Daemon] = []
+    tmp_path = Path(tempfile.mkdtemp(prefix="chaosfs-test-", dir="/tmp"))
+    os.chmod(tmp_path, 0o755)
 
     def factory(*args: str, start: bool = True, name: Optional[str] = None, env: Optional[dict] = None) -> Daemon:
         d = make_daemon(tmp_path / (name or f"d{len(made)}"), *args)
@@ -123,6 +137,8 @@ def daemon_factory(tmp_path):
     yield factory
     for d in made:
         d.cleanup()
+    if not any(mount_type(str(d.mountpoint)) for d in made):
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture(params=["cython", "python"])
