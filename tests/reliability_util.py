@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -33,8 +34,9 @@ def drop_caches() -> None:
 
 def fio(*args: str, timeout: float = 120, check: bool = True) -> dict:
     """Run fio with JSON output; returns the parsed report (plus 'rc' and 'stderr')."""
+    # cwd: fio drops verify-state files in its working directory
     p = subprocess.run(["fio", "--output-format=json", *args], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, cwd=tempfile.gettempdir())
     try:
         out = json.loads(p.stdout[p.stdout.find("{"):]) if "{" in p.stdout else {}
     except ValueError:

@@ -100,7 +100,7 @@ def fio(directory: Path, name: str, extra: list[str], *phase: str) -> subprocess
         ["fio", f"--name={name}", f"--directory={directory}", "--size=16M", "--bsrange=512-128k",
          "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--randrepeat=1",
          *extra, *phase],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, cwd=directory.parent)
 
 
 def drop_caches() -> None:
