@@ -188,18 +188,31 @@ def test_a_reader_that_goes_away_does_not_end_the_wait_in_a_traceback(tmp_path):
     assert (proc.returncode, err) == (1, "")
 
 
+def tmpfs_on_tmp() -> str:
+    """Shell lines putting a fresh tmpfs on /tmp while keeping this checkout and its venv
+    visible at their paths (CI may clone under /tmp)."""
+    keep = sorted({p for p in (str(ROOT), sys.prefix) if p.startswith("/tmp/")})
+    lines = []
+    if keep:
+        lines += ["mkdir -p /run/chaosfs-oldtmp", "mount --bind /tmp /run/chaosfs-oldtmp"]
+    lines.append("mount -t tmpfs tmpfs /tmp")
+    for p in keep:
+        lines += [f"mkdir -p '{p}'", f"mount --bind '/run/chaosfs-oldtmp{p[len('/tmp'):]}' '{p}'"]
+    return "\n".join(lines) + "\n"
+
+
 def in_private_tmp(script: str, carry: Path | None = None) -> subprocess.CompletedProcess:
     """Run a shell snippet with a fresh tmpfs on /tmp in a private mount namespace, so the
     defaults (/tmp/fuse/pid, /tmp/scripts) can be exercised without touching the host.
     `carry` (usually under the hidden /tmp) is bind-mounted at /mnt first."""
     setup = f"mount --bind '{carry}' /mnt\n" if carry else ""
     return run("unshare", "--mount", "--propagation", "private", "sh", "-ec",
-               setup + "mount -t tmpfs tmpfs /tmp\n" + script)
+               setup + tmpfs_on_tmp() + script)
 
 
 def test_wait_fuse_defaults_pid_file_delay_and_retry_count():
     result, elapsed = timed("unshare", "--mount", "--propagation", "private", "sh", "-ec",
-                            f"mount -t tmpfs tmpfs /tmp; {WAIT} -r 1")
+                            f"{tmpfs_on_tmp()}{WAIT} -r 1")
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
         "fuse server not running, /tmp/fuse/pid not found, retry...",
