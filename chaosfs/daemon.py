@@ -25,6 +25,7 @@ log = logging.getLogger("chaosfs")
 MOUNT_OPTIONS = ("fsname=chaosfs", "subtype=chaosfs", "allow_other", "default_permissions",
                  "dev", "suid")
 _LOOKUP = METHOD_ID["lookup"]
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 # ---- pidfile -----------------------------------------------------------------------------
@@ -126,15 +127,16 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
                 nursery.cancel_scope.cancel()
         nursery.start_soon(fuse_loop)
         nursery.start_soon(_reaper, engine)
-        await trio.sleep(0)  # the FUSE loop is reading /dev/fuse from here on
-        write_pidfile(cfg.pidfile)
-        plane.serving()
-        log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-            async for sig in sigs:
-                log.info("%s: unmounting", signal.Signals(sig).name)
-                stopping.append(sig)
-                break
+        with trio.open_signal_receiver(*STOP_SIGNALS) as sigs:
+            await trio.sleep(0)  # the FUSE loop is reading /dev/fuse from here on
+            if not stopping:
+                write_pidfile(cfg.pidfile)
+                plane.serving()
+                log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
+                async for sig in sigs:
+                    stopping.append(sig)
+                    break
+            log.info("%s: unmounting", signal.Signals(stopping[0]).name)
         nursery.cancel_scope.cancel()
 
 
@@ -156,6 +158,10 @@ def run(cfg: Config) -> int:
     except (OSError, ValueError) as e:
         print(f"chaosfs: -addr {cfg.addr}: {e}", file=sys.stderr)
         return 2
+    # From the mount on, a stop signal must unmount: note it until trio takes the signals.
+    stopping: list = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
     try:
         pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
@@ -163,7 +169,6 @@ def run(cfg: Config) -> int:
         plane.stop(0)
         print(f"chaosfs: mounting {cfg.mountpoint} failed: {e}", file=sys.stderr)
         return 1
-    stopping: list = []
     rc = 0
     try:
         trio.run(_serve, cfg, engine, plane, stopping)
