@@ -339,40 +339,29 @@ class Flow:
                      f"median {statistics.median(vms) if vms else None}")
 
     def check_faults_09(self) -> None:
-        import grpc
-        from grpc_tools import protoc
-        import grpc_tools
-        out = Path(tempfile.mkdtemp(prefix="injure09."))
+        # The 0.9 client the unit tests use: built from tests/data/injure-0.9.proto alone, in
+        # a private descriptor pool, so it shares nothing with the daemon's generated code.
+        sys.path.insert(0, str(ROOT))
+        from tests.compat09 import Injure09
+        c = Injure09(f"{self.pod_ip}:{CTL_PORT}")
         try:
-            wk = Path(grpc_tools.__file__).parent / "_proto"
-            rc = protoc.main(["protoc", f"-I{HERE}", f"-I{wk}", f"--python_out={out}",
-                              f"--grpc_python_out={out}", str(HERE / "injure09.proto")])
-            if rc != 0:
-                raise StepFailed("protoc on e2e/injure09.proto")
-            sys.path.insert(0, str(out))
-            import injure09_pb2 as pb
-            import injure09_pb2_grpc as pbg
-            from google.protobuf import empty_pb2
-        finally:
-            pass
-        with grpc.insecure_channel(f"{self.pod_ip}:{CTL_PORT}") as ch:
-            stub = pbg.InjureStub(ch)
-            stub.SetFault(pb.Request(methods=["read"], errno=5, pct=100, path="victim"), timeout=10)
-            inj = stub.Injected(empty_pb2.Empty(), timeout=10).injected
+            c.SetFault(c.request(methods=["read"], errno=5, pct=100, path="victim"), timeout=10)
+            inj = c.Injected(c.empty(), timeout=10).injected
             w = self.window()
             vr, orr = w.get(("victim.dat", "read"), []), w.get(("other.dat", "read"), [])
             self.r.check("0.9 client SetFault(read, errno 5, path victim): victim reads EIO, "
                          "other reads fine, Injected() true",
                          inj and len(vr) >= 3 and self.errnos(vr) == [5] and self.errnos(orr) == [0],
                          f"injected {inj}, victim {self.errnos(vr)}, other {self.errnos(orr)}")
-            stub.RecoverAll(empty_pb2.Empty(), timeout=10)
-            inj = stub.Injected(empty_pb2.Empty(), timeout=10).injected
+            c.RecoverAll(c.empty(), timeout=10)
+            inj = c.Injected(c.empty(), timeout=10).injected
             w = self.window()
             reads = w.get(("victim.dat", "read"), []) + w.get(("other.dat", "read"), [])
             self.r.check("0.9 client RecoverAll: reads clean, Injected() false",
                          not inj and len(reads) >= 6 and self.errnos(reads) == [0],
                          f"injected {inj}, errnos {self.errnos(reads)}")
-        shutil.rmtree(out, ignore_errors=True)
+        finally:
+            c.close()
 
     def check_untouched(self) -> None:
         self.apply(self.app_pod("plain", annotated=False))
