@@ -1,7 +1,6 @@
 """`chaosfs`: the sidecar daemon's command line (Chaos Mesh 0.9 flags, plus our own)."""
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import os

@@ -2,14 +2,12 @@
 (unmount, pidfile, gRPC) on every exit path."""
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import resource
 import signal
 import sys
 import time
-from typing import Optional
 
 import pyfuse3
 import trio

@@ -22,7 +22,7 @@ import re2
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs._hot import FaultGate, Node
+from chaosfs._hot import FaultGate
 from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, DELAY_ONLY, METHOD_ID
 
 log = logging.getLogger("chaosfs.faults")

@@ -183,7 +183,7 @@ def fuse_op(method: str) -> Callable:
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        async def handler(self: "Operations", *args: Any) -> Any:
+        async def handler(self: "FsOperations", *args: Any) -> Any:
             t0 = _hot.monotonic()
             try:
                 result = await fn(self, *args)

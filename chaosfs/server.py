@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chaosfs import faults
 from chaosfs.faults import FaultEngine, Rule, RuleError
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, METHOD_ID
+from chaosfs.methods import ALL_METHODS, COMPAT_METHODS
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 log = logging.getLogger("chaosfs.server")

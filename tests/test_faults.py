@@ -464,7 +464,7 @@ def test_token_auth(daemon_factory, tmp_path):
 
 
 def test_mtls(daemon_factory, tmp_path):
-    trustme = pytest.importorskip("trustme")
+    import trustme
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("client@chaosfs")

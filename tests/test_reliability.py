@@ -133,7 +133,7 @@ def pyfuse3_tests() -> Path:
                             ":all:", f"pyfuse3=={ver}", "-d", tmp, "-q"],
                            capture_output=True, text=True, timeout=180)
         if p.returncode != 0:
-            pytest.skip(f"cannot download the pyfuse3 {ver} sdist from PyPI: {p.stderr.strip()[-300:]}")
+            pytest.fail(f"cannot download the pyfuse3 {ver} sdist from PyPI: {p.stderr.strip()[-300:]}")
         sdist = next(Path(tmp).glob("pyfuse3-*.tar.gz"))
         subprocess.run(["tar", "xzf", str(sdist), "-C", str(PYFUSE3_CACHE)], check=True)
     return target / "test"

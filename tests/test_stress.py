@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -58,7 +57,6 @@ def assert_alive(d: Daemon, tag: str) -> None:
     assert "Traceback" not in d.log_text(), d.log_text()[-3000:]
 
 
-@pytest.mark.skipif(shutil.which("stress-ng") is None, reason="apt-get install stress-ng")
 @pytest.mark.parametrize("name", list(STRESSORS))
 def test_stress_ng(mount: Daemon, name: str, record_property):
     work = mount.mountpoint / f"sng-{name}"
@@ -109,7 +107,6 @@ def drop_caches() -> None:
         f.write("3\n")
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="apt-get install fio")
 @pytest.mark.parametrize("job", list(FIO_JOBS))
 def test_fio_two_phase_verify(mount: Daemon, job: str):
     extra = FIO_JOBS[job]
@@ -129,7 +126,6 @@ def test_fio_two_phase_verify(mount: Daemon, job: str):
     assert_alive(mount, job)
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="apt-get install fio")
 def test_fio_verify_catches_corrupted_backing_file(mount: Daemon):
     """Positive control: the verify is able to fail, so its passing above means something."""
     extra = FIO_JOBS["psync-direct"]
