@@ -20,7 +20,7 @@ ARG PIP_OFFLINE=
 COPY images/wheelhouse/ /wheelhouse/
 RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install -q --find-links /wheelhouse ${PIP_OFFLINE:+--no-index} \
-      "setuptools>=68" wheel "cython>=3.0" "grpcio-tools>=1.60"
+      "setuptools>=77" wheel "cython>=3.0" "grpcio-tools>=1.60"
 # pip/setuptools are not needed at run time; compiled .pyc stay for a fast start.
 RUN printf '%s\n' '#!/bin/sh' 'set -e' 'v=$1' \
       'rm -rf $v/lib/python3*/site-packages/pip* $v/lib/python3*/site-packages/setuptools* $v/lib/python3*/site-packages/pkg_resources' \

@@ -104,7 +104,7 @@ BASE=${BASE:?set BASE or drop --no-base}
 # Python wheels come from the host's pip (which knows this machine's index and CA set-up),
 # so nothing inside the build talks to PyPI. Refreshed only when pyproject.toml changes.
 WHEELS=$ROOT/images/wheelhouse
-BUILD_REQS=("setuptools>=68" wheel "cython>=3.0" "grpcio-tools>=1.60")
+BUILD_REQS=("setuptools>=77" wheel "cython>=3.0" "grpcio-tools>=1.60")
 # scripts/build.sh pins its own tools; take the pins from there.
 eval "$(grep -m1 '^BUILD_REQUIREMENTS=' "$ROOT/scripts/build.sh" || echo 'BUILD_REQUIREMENTS=()')"
 BUILD_REQS+=("${BUILD_REQUIREMENTS[@]}")
