@@ -213,7 +213,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from chaosfs.daemon import run
-    return run(cfg)
+    rc = run(cfg)
+    # Everything is cleaned up (mount, pidfile, gRPC); don't let interpreter teardown wait
+    # on library threads: a sidecar must be gone well within its grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

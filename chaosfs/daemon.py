@@ -2,11 +2,13 @@
 (unmount, pidfile, gRPC) on every exit path."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import resource
 import signal
 import sys
+import threading
 import time
 
 import pyfuse3
@@ -177,13 +179,37 @@ def run(cfg: Config) -> int:
         rc = 1
     finally:
         t0 = time.monotonic()
-        plane.stop(0.5)
+        watchdog = _shutdown_watchdog(cfg, SHUTDOWN_LIMIT)
+        # The FUSE session goes first: closing /dev/fuse aborts whatever requests the app
+        # still has in flight (they would otherwise wait for a loop that no longer runs).
         try:
             pyfuse3.close(unmount=True)
         except Exception:
             log.exception("pyfuse3.close failed")
         if mounts.mount_type(cfg.mountpoint) == "fuse.chaosfs":
             mounts.lazy_unmount(cfg.mountpoint)
+        plane.stop(0.5)
         remove_pidfile(cfg.pidfile)
+        watchdog.cancel()
         log.info("stopped in %.2fs", time.monotonic() - t0)
     return rc
+
+
+SHUTDOWN_LIMIT = 4.0
+
+
+def _shutdown_watchdog(cfg: Config, seconds: float) -> threading.Timer:
+    """If cleanup itself hangs, still leave no mount and no pidfile, and exit: a sidecar
+    that outlives its grace period gets SIGKILLed and leaves the pod stuck Terminating."""
+
+    def fire() -> None:
+        log.error("shutdown took over %.0f s; forcing exit (stacks follow)", seconds)
+        faulthandler.dump_traceback(all_threads=True)
+        mounts.lazy_unmount(cfg.mountpoint)
+        remove_pidfile(cfg.pidfile)
+        os._exit(0)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
