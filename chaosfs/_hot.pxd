@@ -26,7 +26,6 @@ cdef class FaultGate:
     # swapped in by the control plane; `epoch` invalidates every Node's match cache.
     cdef public bint active
     cdef public unsigned long long epoch
-    cdef public tuple rules
     cdef public object path_of
     cdef public object verdict_of
     cdef public object path_check

@@ -18,7 +18,6 @@ class Node:
 class FaultGate:
     active: bool
     epoch: int
-    rules: tuple[Any, ...]
     path_of: Callable[[Node], str]
     verdict_of: Callable[[int, tuple[Any, ...]], Any]
     def match(self, node: Node) -> tuple[Any, ...]: ...

@@ -82,7 +82,6 @@ cdef class FaultGate:
     def __cinit__(self):
         self.active = False
         self.epoch = 1
-        self.rules = ()
         self.timing = True
 
     cpdef tuple match(self, Node node):

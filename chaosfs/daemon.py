@@ -114,8 +114,9 @@ async def _reaper(engine: FaultEngine) -> None:
     sick forever. Removal (and its cache invalidation) runs off the FUSE thread."""
     while True:
         await trio.sleep(0.05 if engine.injected() else 0.5)
-        if engine.injected():
-            await trio.to_thread.run_sync(engine.expire)
+        dead = engine.dead_ids() if engine.injected() else None
+        if dead:
+            await trio.to_thread.run_sync(engine.remove, dead, True)
 
 
 async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> None:

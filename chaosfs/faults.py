@@ -23,7 +23,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs._hot import FaultGate
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, DELAY_ONLY, METHOD_ID
+from chaosfs.methods import ALL_METHODS, DELAY_ONLY, METHOD_ID
 
 log = logging.getLogger("chaosfs.faults")
 
@@ -388,7 +388,6 @@ class FaultEngine:
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
-        self.changes = 0
 
     # reads
     def rules(self) -> list[Rule]:
@@ -428,15 +427,12 @@ class FaultEngine:
         rules = tuple(table.values())
         if not rules:
             g.active = False  # first: the hot path stops looking before the table empties
-            g.rules = ()
             g.matcher = build_matcher(())
             g.epoch += 1
         else:
             g.matcher = build_matcher(rules)
-            g.rules = rules
             g.epoch += 1
             g.active = True
-        self.changes += 1
 
     def add(self, rule: Rule) -> str:
         """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""
@@ -481,17 +477,10 @@ class FaultEngine:
             return n
         return self.change(edit)  # type: ignore[return-value]
 
-    def expire(self) -> int:
-        """Drop rules past their TTL or max_hits; returns how many went."""
+    def dead_ids(self) -> list[str]:
+        """Rules past their TTL or max_hits (a scan of the published table, no lock)."""
         now = time.monotonic()
-        dead = [r.id for r in self._rules.values() if not r.live(now)]
-        if not dead:
-            return 0
-        return self.remove(dead, missing_ok=True)
-
-    def next_expiry(self) -> Optional[float]:
-        times = [r.expires_at for r in self._rules.values() if r.expires_at]
-        return min(times) if times else None
+        return [r.id for r in self._rules.values() if not r.live(now)]
 
 
 def compat_rule(method: str, *, errno: int, random_errno: bool, pct: int, path: str, delay_us: int) -> Rule:
@@ -503,5 +492,3 @@ def compat_rule(method: str, *, errno: int, random_errno: bool, pct: int, path: 
         delay_us=delay_us, origin="injure",
     )
 
-
-COMPAT = COMPAT_METHODS

@@ -238,21 +238,21 @@ class FsOperations(pyfuse3.Operations):
 
     # ---- attributes ---------------------------------------------------------------------
 
-    def _cache_sensitive(self, node: Node) -> bool:
-        """A rule that getattr/lookup/open... could hit matches this node: the kernel must ask
-        us every time. Nodes no rule matches keep their caches (rules cost them nothing)."""
+    def _rules_touch(self, node: Node, methods: frozenset) -> bool:
+        """Whether a rule on one of `methods` matches this node (match cached per epoch).
+        Only such nodes lose kernel caching: rules cost the files they don't match nothing."""
         gate = self.gate
         if not gate.active:
             return False
         if node.match_epoch != gate.epoch:
             gate.match(node)
-        return any(r.touches(ATTR_METHODS) for r in node.matched)
+        return any(r.touches(methods) for r in node.matched)
 
     def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = node.ino
         e.generation = 0
-        if self.gate.active and self._cache_sensitive(node):
+        if self.gate.active and self._rules_touch(node, ATTR_METHODS):
             e.entry_timeout = e.attr_timeout = 0.0
         else:
             e.entry_timeout = self.cache.entry_timeout
@@ -480,7 +480,7 @@ class FsOperations(pyfuse3.Operations):
             other.parent, other.name = pold, name_old
         # Cached rule matches of everything below the moved name are now wrong.
         self.gate.epoch += 1
-        if moved is not None and self.gate.active and self._data_rules_match(moved):
+        if moved is not None and self.gate.active and self._rules_touch(moved, DATA_METHODS):
             # Pages cached under the old name must not answer for a file a rule now
             # matches. Off the loop thread: the kernel may need us to answer meanwhile.
             await trio.to_thread.run_sync(_drop_pages, moved.ino)
@@ -496,18 +496,13 @@ class FsOperations(pyfuse3.Operations):
     def _file_info(self, fd: int, node: Node, flags: int) -> pyfuse3.FileInfo:
         fi = pyfuse3.FileInfo(fh=fd)
         fi.direct_io = bool(flags & os.O_DIRECT)
-        if self.gate.active and not fi.direct_io and self._data_rules_match(node):
+        if self.gate.active and not fi.direct_io and self._rules_touch(node, DATA_METHODS):
             # A read/write rule applies: keep the page cache out so every op reaches us.
             fi.direct_io = True
         fi.keep_cache = (self.cache.keep_cache and not fi.direct_io
                          and not (self.gate.active and node.matched))
         self.handles[fd] = Handle(fd, node)
         return fi
-
-    def _data_rules_match(self, node: Node) -> bool:
-        if node.match_epoch != self.gate.epoch:
-            self.gate.match(node)
-        return any(r.touches(DATA_METHODS) for r in node.matched)
 
     @fuse_op("open")
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
