@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 
 class UsageError(Exception):
@@ -75,6 +75,17 @@ class Program:
     def print_usage(self) -> None:
         sys.stdout.write(self.usage(self.name))
         sys.stdout.flush()
+
+    def parse(self, parse_args: Callable[[Sequence[str]], Any], argv: Sequence[str] | None) -> Any:
+        """The parsed options; None once `-h` has printed the usage (the caller exits 0).
+        A bad option ends the program here (one line, usage, exit 1)."""
+        try:
+            config = parse_args(sys.argv[1:] if argv is None else argv)
+        except UsageError as error:
+            self.fail(error)
+        if config is None:
+            self.print_usage()
+        return config
 
     def fail(self, error: UsageError) -> NoReturn:
         """One-line message on stderr (usage after it for syntax errors), exit 1."""

@@ -149,13 +149,8 @@ def wait(config: WaitConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    program = Program(own_path(), usage)
-    try:
-        config = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        program.fail(error)
+    config = Program(own_path(), usage).parse(parse_args, argv)
     if config is None:
-        program.print_usage()
         return 0
     try:
         return wait(config)
