@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import time
 import socket
 from concurrent import futures
 from typing import Any, Callable, Optional
@@ -166,7 +167,6 @@ class FaultsService(faults_pb2_grpc.FaultsServicer):
         return faults_pb2.RemoveRuleResponse(removed=n)
 
     def ListRules(self, request: Any, context: Any) -> Any:
-        import time
         now = time.monotonic()
         return faults_pb2.ListRulesResponse(rules=[rule_to_pb(r, now) for r in self.engine.rules()])
 
