@@ -290,8 +290,13 @@ def start_load(directory: Path, runtime: int = 60) -> subprocess.Popen:
 
 
 def wait_io_started(directory: Path, timeout: float = 20) -> None:
-    assert wait_until(lambda: any(p.stat().st_size > 0 for p in directory.glob("load.*")),
-                      timeout) is not None, "fio load did not start"
+    # Wait for both jobs' files to be fully laid out: fio 3.33 hangs (its main process waits
+    # forever) when one job fails during layout while the other is still laying out, which
+    # is fio's problem, not the I/O-under-load case these tests are about.
+    def laid_out() -> bool:
+        files = list(directory.glob("load.*"))
+        return len(files) == 2 and all(p.stat().st_size >= 16 << 20 for p in files)
+    assert wait_until(laid_out, timeout) is not None, "fio load did not start"
     time.sleep(0.5)
 
 
@@ -389,7 +394,18 @@ def test_backing_enospc_passes_through_and_daemon_stays_up(daemon_factory):
         assert ei.value.errno == errno.ENOSPC and 0 < made < 100
         assert d.proc.poll() is None
         os.unlink(big)
-        (m / "after").write_bytes(b"room again")
+
+        # FUSE sends RELEASE (which closes the backing fd) and FORGET (which drops the
+        # daemon's O_PATH pin) asynchronously after close/unlink, so the space comes back a
+        # moment later rather than at once, as with any FUSE passthrough.
+        def room_again() -> bool:
+            try:
+                (m / "after").write_bytes(b"room again")
+                return True
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                return False
+        assert wait_until(room_again, 5) is not None, "space never came back after unlink"
         assert (d.original / "after").read_bytes() == b"room again"
         assert d.proc.poll() is None
     finally:
