@@ -39,11 +39,14 @@ generate_grpc_stubs()
 extensions = [
     Extension("chaosfs._hot", ["chaosfs/_hot.pyx"], extra_compile_args=["-O2"]),
 ]
+# Plain C (a libfuse ABI shim, not Python logic), so it stays out of cythonize().
+fuseconn = Extension("chaosfs._fuseconn", ["chaosfs/_fuseconn.c"],
+                     extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
 
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
-    ),
+    ) + [fuseconn],
 )

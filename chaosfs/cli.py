@@ -30,6 +30,7 @@ class Config:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     keep_cache: bool = True
+    killpriv_v2: bool = True
     workers: int = 128
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
@@ -112,6 +113,7 @@ def flagset() -> FlagSet:
         Flag("attr-timeout", "kernel attribute cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ATTR_TIMEOUT"),
         Flag("entry-timeout", "kernel name cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ENTRY_TIMEOUT"),
         Flag("keep-cache", "keep file pages cached across opens while no rule exists", True, is_bool=True, env="CHAOSFS_KEEP_CACHE"),
+        Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, _workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
         Flag("tls-key", "private key for -tls-cert (PEM)"),
@@ -179,7 +181,7 @@ def validate(values: dict) -> Config:
         original=original, mountpoint=mountpoint, log_level=values["log_level"],
         hot=values["hot"], attr_timeout=values["attr_timeout"],
         entry_timeout=values["entry_timeout"], keep_cache=values["keep_cache"],
-        workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
+        killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
         tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
     )
 

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 
-import pyfuse3
+from chaosfs import fuseconn  # must precede pyfuse3, see fuseconn.py
+import pyfuse3  # noqa: E402
 import trio
 
 from chaosfs import mounts
@@ -134,11 +135,21 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
                 write_pidfile(cfg.pidfile)
                 plane.serving()
                 log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
+                nursery.start_soon(_log_connection)
                 async for sig in sigs:
                     stopping.append(sig)
                     break
             log.info("%s: unmounting", signal.Signals(stopping[0]).name)
         nursery.cancel_scope.cancel()
+
+
+async def _log_connection() -> None:
+    # INIT is answered by the loop's first iterations, a moment after "ready".
+    for _ in range(50):
+        if fuseconn.status()["reply_flags"]:
+            break
+        await trio.sleep(0.02)
+    log.info("FUSE connection: %s", fuseconn.describe())
 
 
 def run(cfg: Config) -> int:
@@ -164,6 +175,7 @@ def run(cfg: Config) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
+    fuseconn.enable(killpriv_v2=cfg.killpriv_v2)
     try:
         pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
     except RuntimeError as e:

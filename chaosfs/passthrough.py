@@ -19,7 +19,8 @@ import resource
 import stat
 from typing import Any, Callable, Optional
 
-import pyfuse3
+from chaosfs import fuseconn  # must precede pyfuse3, see fuseconn.py
+import pyfuse3  # noqa: E402
 import trio
 from pyfuse3 import FUSEError
 
@@ -36,13 +37,25 @@ AT_FDCWD = -100
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
 
 M = METHOD_ID
-# Asked by the kernel before every buffered write (file_remove_privs), because pyfuse3
-# cannot negotiate FUSE_HANDLE_KILLPRIV_V2: one extra round trip per write(2).
+# Asked by the kernel before a buffered write (file_remove_privs) until it marks the inode
+# S_NOSEC; again after each attribute refresh.
 CAPS = b"security.capability"
 
 
 def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
+
+
+def kill_suidgid(fd: int) -> None:
+    """What the kernel does for a writer without CAP_FSETID and what, under
+    HANDLE_KILLPRIV_V2, it leaves to us for truncate and O_TRUNC: drop S_ISUID, and S_ISGID
+    when the group may execute. `fd` may be an O_PATH fd."""
+    mode = os.stat(fd).st_mode
+    kill = mode & stat.S_ISUID
+    if mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP:
+        kill |= stat.S_ISGID
+    if kill and stat.S_ISREG(mode):
+        os.chmod(proc_path(fd), stat.S_IMODE(mode) & ~kill)
 
 
 class Handle:
@@ -315,6 +328,8 @@ class FsOperations(pyfuse3.Operations):
 
     @fuse_op("getattr")
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
+        # Taken first, so a faulted or failed truncate does not leave the request queued.
+        kill = fields.update_size and fuseconn.take_kill(inode)
         node = self.inodes.get(inode)
         fd = self.inodes.fd(node)
         if fields.update_size:
@@ -344,6 +359,8 @@ class FsOperations(pyfuse3.Operations):
             # Following the /proc magic link of an O_PATH fd lands on the inode itself, also
             # for a symlink (its target is not followed), whatever names it has now.
             _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
+        if kill:
+            kill_suidgid(fd)
         return self._entry(node, os.stat(fd))
 
     @fuse_op("readlink")
@@ -506,9 +523,18 @@ class FsOperations(pyfuse3.Operations):
 
     @fuse_op("open")
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        kill = flags & os.O_TRUNC and fuseconn.take_kill(inode)
         node = self.inodes.get(inode)
         await self._fault("open", node)
         fd = os.open(proc_path(self.inodes.fd(node)), (flags & ~OPEN_STRIP) | os.O_CLOEXEC)
+        if kill:
+            try:
+                kill_suidgid(fd)
+            except OSError:
+                os.close(fd)
+                raise
+            # The kernel refreshes size, not mode, after an O_TRUNC open.
+            pyfuse3.invalidate_inode(inode, attr_only=True)
         return self._file_info(fd, node, flags)
 
     @fuse_op("create")

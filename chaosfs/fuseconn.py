@@ -1,0 +1,33 @@
+"""FUSE connection tuning below pyfuse3 (see _fuseconn.c for the why).
+
+Import this module before pyfuse3: the C part replaces libfuse's fuse_session_new and
+fuse_session_mount for pyfuse3 by being loaded RTLD_GLOBAL first, so pyfuse3's references bind
+to it. If pyfuse3 was loaded earlier, nothing is hooked and status() says so.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_flags = sys.getdlopenflags()
+sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
+try:
+    from chaosfs import _fuseconn
+finally:
+    sys.setdlopenflags(_flags)
+
+enable = _fuseconn.enable
+status = _fuseconn.status
+take_kill = _fuseconn.take_kill
+
+
+def describe() -> str:
+    """One log line: what the connection got beyond what libfuse 3.14 negotiates."""
+    s = status()
+    if not s["hooked"]:
+        return "connection tuning unavailable (pyfuse3 was loaded before chaosfs.fuseconn)"
+    if not s["io_installed"]:
+        return "connection tuning unavailable (libfuse refused custom I/O)"
+    v2 = ("HANDLE_KILLPRIV_V2 negotiated" if s["killpriv_v2"]
+          else f"HANDLE_KILLPRIV_V2 not negotiated (kernel protocol 7.{s['kernel_minor']})")
+    return f"requests read without splice; {v2}"
