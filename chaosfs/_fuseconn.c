@@ -260,7 +260,8 @@ static PyObject *py_enable(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *py_status(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:K,s:K}",
+        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:K,s:K}",
+        "enabled", st.enabled ? Py_True : Py_False,
         "hooked", st.new_hooked ? Py_True : Py_False,
         "io_installed", st.io_installed ? Py_True : Py_False,
         "init_seen", st.init_seen ? Py_True : Py_False,

@@ -1,6 +1,7 @@
 from typing import TypedDict
 
 class Status(TypedDict):
+    enabled: bool
     hooked: bool
     io_installed: bool
     init_seen: bool

@@ -42,3 +42,4 @@ cdef class FaultGate:
 cdef class HotPath:
     cdef public FaultGate gate
     cdef public dict handles
+    cdef public bint fsync_inline

@@ -272,8 +272,13 @@ cdef class HotPath:
                 raise _internal("fsync")
             if v is not None:
                 await v.apply_plain()
-        # fsync can take tens of ms: a worker thread keeps the loop serving other files.
-        err = await trio.to_thread.run_sync(_sync, fd, bool(datasync))
+        if self.fsync_inline:
+            # -fsync=inline: no thread hop (a WAL writer's fsync=1 pattern gains most), but
+            # the loop serves nothing else while the disk syncs.
+            err = _sync(fd, datasync)
+        else:
+            # fsync can take tens of ms: a worker thread keeps the loop serving other files.
+            err = await trio.to_thread.run_sync(_sync, fd, bool(datasync))
         self.gate.record(M_FSYNC, t0, err != 0)
         if err:
             raise FUSEError(err)

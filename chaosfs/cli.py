@@ -30,6 +30,8 @@ class Config:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     keep_cache: bool = True
+    fsync: str = "thread"
+    fuse_hooks: bool = True
     killpriv_v2: bool = True
     workers: int = 128
     tls_cert: Optional[str] = None
@@ -94,6 +96,12 @@ def _level(text: str) -> str:
     return text.lower()
 
 
+def _fsync(text: str) -> str:
+    if text not in ("thread", "inline"):
+        raise ValueError("expected thread or inline")
+    return text
+
+
 def _hot(text: str) -> str:
     if text not in ("cython", "python"):
         raise ValueError("expected cython or python")
@@ -113,6 +121,8 @@ def flagset() -> FlagSet:
         Flag("attr-timeout", "kernel attribute cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ATTR_TIMEOUT"),
         Flag("entry-timeout", "kernel name cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ENTRY_TIMEOUT"),
         Flag("keep-cache", "keep file pages cached across opens while no rule exists", True, is_bool=True, env="CHAOSFS_KEEP_CACHE"),
+        Flag("fsync", "thread: fsync in a worker thread, other files served meanwhile; inline: no thread hop, nothing else served while the disk syncs", "thread", _fsync, env="CHAOSFS_FSYNC"),
+        Flag("fuse-hooks", "read FUSE requests without splice and negotiate what libfuse 3.14 cannot (chaosfs/_fuseconn.c)", True, is_bool=True, env="CHAOSFS_FUSE_HOOKS"),
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, _workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
@@ -181,7 +191,7 @@ def validate(values: dict) -> Config:
         original=original, mountpoint=mountpoint, log_level=values["log_level"],
         hot=values["hot"], attr_timeout=values["attr_timeout"],
         entry_timeout=values["entry_timeout"], keep_cache=values["keep_cache"],
-        killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
+        fsync=values["fsync"], fuse_hooks=values["fuse_hooks"], killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
         tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
     )
 

@@ -146,7 +146,7 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
 async def _log_connection() -> None:
     # INIT is answered by the loop's first iterations, a moment after "ready".
     for _ in range(50):
-        if fuseconn.status()["reply_flags"]:
+        if not fuseconn.status()["enabled"] or fuseconn.status()["reply_flags"]:
             break
         await trio.sleep(0.02)
     log.info("FUSE connection: %s", fuseconn.describe())
@@ -162,7 +162,7 @@ def run(cfg: Config) -> int:
     _raise_nofile()
     os.umask(0)  # modes come from the caller (already masked by the kernel/ctx.umask)
     ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
-        cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache))
+        cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline")
     engine = FaultEngine(ops.gate, make_invalidator(ops))
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
@@ -175,7 +175,8 @@ def run(cfg: Config) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
-    fuseconn.enable(killpriv_v2=cfg.killpriv_v2)
+    if cfg.fuse_hooks:
+        fuseconn.enable(killpriv_v2=cfg.killpriv_v2)
     try:
         pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
     except RuntimeError as e:

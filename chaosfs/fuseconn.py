@@ -24,6 +24,8 @@ take_kill = _fuseconn.take_kill
 def describe() -> str:
     """One log line: what the connection got beyond what libfuse 3.14 negotiates."""
     s = status()
+    if not s["enabled"]:
+        return "libfuse defaults (-fuse-hooks=false)"
     if not s["hooked"]:
         return "connection tuning unavailable (pyfuse3 was loaded before chaosfs.fuseconn)"
     if not s["io_installed"]:

@@ -99,12 +99,13 @@ class InodeTable:
         except KeyError:
             raise FUSEError(errno.ESTALE) from None
 
-    def remember(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
+    def remember(self, parent: Node, name: bytes, st: os.stat_result, fd: int = -1) -> Node:
         """Count one kernel reference to (parent, name), creating the node if new.
 
         A new node gets its O_PATH fd at once: while the kernel knows the node, the backing
         inode stays allocated, so the backing fs cannot hand its number to a new file (which
-        would otherwise be taken for this node: wrong type, wrong name, ESTALE)."""
+        would otherwise be taken for this node: wrong type, wrong name, ESTALE). `fd`, if
+        given, is an O_PATH fd `st` came from: adopted as the pin, or closed."""
         key = (st.st_dev, st.st_ino)
         node = self.by_key.get(key)
         if node is not None and node.fd < 0 and (
@@ -124,7 +125,13 @@ class InodeTable:
         node.parent = parent
         node.name = name
         node.lookups += 1
-        if node.fd < 0 and self.open_fds < self.max_pinned:
+        if fd >= 0:
+            if node.fd < 0 and self.open_fds < self.max_pinned:
+                node.fd = fd
+                self.open_fds += 1
+            else:
+                os.close(fd)
+        elif node.fd < 0 and self.open_fds < self.max_pinned:
             try:
                 fd = os.open(name, O_PATH, dir_fd=self.fd(parent))
             except (OSError, FUSEError):
@@ -137,6 +144,17 @@ class InodeTable:
                 else:
                     os.close(fd)
         return node
+
+    def lookup(self, parent: Node, name: bytes, dirfd: int = -1) -> tuple[Node, os.stat_result]:
+        """remember() for a name the kernel is about to learn: open it O_PATH and fstat that
+        fd (two syscalls; stat-then-pin would take three and could pin another file)."""
+        fd = os.open(name, O_PATH, dir_fd=self.fd(parent) if dirfd < 0 else dirfd)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self.remember(parent, name, st, fd), st
 
     def known(self, st: os.stat_result) -> Optional[Node]:
         return self.by_key.get((st.st_dev, st.st_ino))
@@ -302,8 +320,7 @@ class FsOperations(pyfuse3.Operations):
         return os.stat(self.inodes.fd(node))
 
     def _new_entry(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
-        st = os.stat(name, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
-        node = self.inodes.remember(parent, name, st)
+        node, st = self.inodes.lookup(parent, name)
         return self._entry(node, st)
 
     @fuse_op("lookup")
@@ -582,20 +599,18 @@ class FsOperations(pyfuse3.Operations):
         await self._fault("readdir", h.node)
         if start_id == 0 or h.entries is None:
             # One snapshot per pass: offsets stay stable while entries come and go.
-            with os.scandir(h.fd) as it:
-                h.entries = list(it)
+            h.entries = [os.fsencode(n) for n in os.listdir(h.fd)]
         entries = h.entries
         parent = h.node
+        lookup, entry, reply = self.inodes.lookup, self._entry, pyfuse3.readdir_reply
         for i in range(start_id, len(entries)):
-            ent = entries[i]
+            name = entries[i]
             try:
-                st = ent.stat(follow_symlinks=False)
+                node, st = lookup(parent, name, h.fd)
             except OSError:
                 continue  # removed since the snapshot
-            name = os.fsencode(ent.name)
             # readdirplus counts as a lookup only if the kernel takes the entry.
-            node = self.inodes.remember(parent, name, st)
-            if not pyfuse3.readdir_reply(token, name, self._entry(node, st), i + 1):
+            if not reply(token, name, entry(node, st), i + 1):
                 self.inodes.forget(node.ino, 1)
                 return
 
@@ -661,7 +676,7 @@ class FsOperations(pyfuse3.Operations):
 
 
 def make_operations(original: str, *, hot: str = "cython",
-                    cache: Optional[CacheConfig] = None) -> FsOperations:
+                    cache: Optional[CacheConfig] = None, fsync_inline: bool = False) -> FsOperations:
     """The Operations object pyfuse3 serves: the cold path above plus the chosen hot path."""
     if hot == "cython":
         base: type = _hot.HotPath
@@ -672,5 +687,6 @@ def make_operations(original: str, *, hot: str = "cython",
         raise ValueError(f"unknown hot path {hot!r} (cython or python)")
     cls = type("Operations", (base, FsOperations), {})
     ops = cls()
+    ops.fsync_inline = fsync_inline
     ops.setup(original, cache)
     return ops

@@ -34,6 +34,7 @@ class PyHotPath:
     def __init__(self) -> None:
         self.handles: dict[int, Any] = {}
         self.gate = FaultGate()
+        self.fsync_inline = False
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         t0 = monotonic()
@@ -74,7 +75,11 @@ class PyHotPath:
             if v is not None:
                 await v.apply_plain()
         try:
-            await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fh)
+            sync = os.fdatasync if datasync else os.fsync
+            if self.fsync_inline:
+                sync(fh)
+            else:
+                await trio.to_thread.run_sync(sync, fh)
         except OSError as e:
             self.gate.note(M_FSYNC, t0, True)
             raise FUSEError(e.errno or errno.EIO) from None

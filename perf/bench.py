@@ -96,10 +96,10 @@ def run_one(job: J.Job, v: Variant, args: argparse.Namespace, pin_cpu: str) -> d
     c0, t0 = J.proc_cpu_s(pid), time.monotonic()
     try:
         if job.metadata:
-            flat = v.kind == "ceiling"
+            flat = v.kind in ("ceiling", "ceiling-io")
             r = J.run_metadata(v.root if flat else v.root / "meta", args.meta_files, cpus, flat)
         else:
-            r = J.run_fio(job, v.root if v.kind == "ceiling" else v.root / "data", args.runtime, cpus)
+            r = J.run_fio(job, v.root if v.kind in ("ceiling", "ceiling-io") else v.root / "data", args.runtime, cpus)
     finally:
         if pinned and pid and not args.pin:
             set_affinity(pid, all_cpus())

@@ -4,7 +4,12 @@ Reads return constant bytes and writes are discarded (no syscall), so what fio m
 here is pyfuse3's own dispatch cost; chaosfs's overhead is its distance from this. Files are
 in memory (name -> size) so fio can lay out, stat and reopen them.
 
-    python -m perf.ceiling MOUNTPOINT PIDFILE
+    python -m perf.ceiling MOUNTPOINT PIDFILE [BACKING]
+
+With BACKING (a flat directory), the same file system does real I/O instead: one backing fd
+per open, os.pread/os.pwrite/os.fsync on it (`ceiling-io`). The distance from `ceiling` to
+`ceiling-io` is what the backing file system itself costs; chaosfs's own overhead is its
+distance from `ceiling-io`.
 """
 from __future__ import annotations
 
@@ -94,6 +99,57 @@ class CeilingFS(pyfuse3.Operations):
         return s
 
 
+class IoCeilingFS(CeilingFS):
+    def __init__(self, backing: str) -> None:
+        super().__init__()
+        self.dir = os.open(backing, os.O_RDONLY | os.O_DIRECTORY)
+        self.ino_name: dict[int, bytes] = {}
+        for name in os.listdir(backing.encode()):
+            self._add(name)
+
+    def _add(self, name: bytes) -> int:
+        ino = self.names.setdefault(name, self.next_ino)
+        if ino == self.next_ino:
+            self.next_ino += 1
+            self.ino_name[ino] = name
+        self.sizes[ino] = os.stat(name, dir_fd=self.dir).st_size
+        return ino
+
+    def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
+        if ino != pyfuse3.ROOT_INODE:
+            self.sizes[ino] = os.stat(self.ino_name[ino], dir_fd=self.dir).st_size
+        return super()._attr(ino)
+
+    async def setattr(self, ino, attr, fields, fh, ctx):
+        if fields.update_size:
+            os.truncate(os.path.join(f"/proc/self/fd/{self.dir}", os.fsdecode(self.ino_name[ino])), attr.st_size)
+        return self._attr(ino)
+
+    async def create(self, parent, name, mode, flags, ctx):
+        fd = os.open(name, os.O_CREAT | os.O_RDWR, 0o644, dir_fd=self.dir)
+        return pyfuse3.FileInfo(fh=fd), self._attr(self._add(name))
+
+    async def open(self, ino, flags, ctx):
+        fd = os.open(self.ino_name[ino], os.O_RDWR, dir_fd=self.dir)
+        return pyfuse3.FileInfo(fh=fd, direct_io=bool(flags & os.O_DIRECT))
+
+    async def release(self, fh):
+        os.close(fh)
+
+    async def read(self, fh, off, size):
+        return os.pread(fh, size, off)
+
+    async def write(self, fh, off, buf):
+        return os.pwrite(fh, buf, off)
+
+    async def fsync(self, fh, datasync):
+        os.fsync(fh)
+
+    async def unlink(self, parent, name, ctx):
+        os.unlink(name, dir_fd=self.dir)
+        self.ino_name.pop(self.names.pop(name), None)
+
+
 async def _serve(pidfile: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pyfuse3.main)
@@ -106,10 +162,11 @@ async def _serve(pidfile: str) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
-        print("usage: python -m perf.ceiling MOUNTPOINT PIDFILE", file=sys.stderr)
+    if len(sys.argv) not in (3, 4):
+        print("usage: python -m perf.ceiling MOUNTPOINT PIDFILE [BACKING]", file=sys.stderr)
         return 2
-    pyfuse3.init(CeilingFS(), sys.argv[1], {"fsname=ceiling", "subtype=ceiling"})
+    fs = IoCeilingFS(sys.argv[3]) if len(sys.argv) == 4 else CeilingFS()
+    pyfuse3.init(fs, sys.argv[1], {"fsname=ceiling", "subtype=ceiling"})
     try:
         trio.run(_serve, sys.argv[2])
     finally:

@@ -46,7 +46,7 @@ def set_affinity(pid: int, cpus: str) -> None:
 class Variant:
     name: str
     label: str
-    kind: str                      # native | ceiling | chaosfs | compare | proto
+    kind: str                      # native | ceiling | ceiling-io | chaosfs | compare | proto
     args: list[str] = field(default_factory=list)
     rules: Optional[Callable[[str], None]] = None   # called with the gRPC address
     command: Optional[str] = None  # --compare / proto command template
@@ -76,7 +76,10 @@ class Variant:
             argv = [str(BIN / "chaosfs"), f"-addr={self.addr}", f"-pidfile={pidfile}",
                     f"-original={backing}", f"-mountpoint={mnt}", "-log-level=warning", *self.args]
         elif self.kind == "ceiling":
-            argv = [sys.executable, "-m", "perf.ceiling", str(mnt), str(pidfile)]
+            argv = [sys.executable, "-m", "perf.ceiling", str(mnt), str(pidfile), *self.args]
+        elif self.kind == "ceiling-io":
+            (backing / "data").mkdir(exist_ok=True)
+            argv = [sys.executable, "-m", "perf.ceiling", str(mnt), str(pidfile), str(backing / "data")]
         else:
             assert self.command is not None
             argv = shlex.split(self.command.format(original=shlex.quote(str(backing)),
@@ -88,7 +91,7 @@ class Variant:
         deadline = t0 + 30
         while True:
             ready = mounts.mount_type(str(mnt)) is not None
-            if self.kind in ("chaosfs", "ceiling"):
+            if self.kind in ("chaosfs", "ceiling", "ceiling-io"):
                 ready = ready and pidfile.exists()
             if ready:
                 break
@@ -165,7 +168,10 @@ def standard(quick: bool) -> list[Variant]:
     vs = [
         Variant("native", "native dir", "native"),
         Variant("ceiling", "pyfuse3 ceiling", "ceiling"),
+        Variant("ceiling-io", "pyfuse3 ceiling, real I/O", "ceiling-io"),
         Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
+        Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
+        Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
         Variant("chaosfs-py", "chaosfs -hot=python", "chaosfs", ["-hot=python"]),
         Variant("rules1000", "chaosfs, 1000 non-matching rules", "chaosfs",
                 rules=rules_nonmatching(1000)),

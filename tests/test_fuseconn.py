@@ -63,6 +63,13 @@ def test_killpriv_v2_can_be_turned_off(daemon_factory):
     assert (d.mountpoint / "f").stat().st_size == WRITES * 4096
 
 
+def test_hooks_can_be_turned_off(daemon_factory):
+    d = daemon_factory("-fuse-hooks=false")
+    assert "FUSE connection: libfuse defaults" in wait_for_log(d, "FUSE connection")
+    write_many(d.mountpoint / "f")
+    assert (d.original / "f").read_bytes() == b"w" * 4096 * WRITES
+
+
 def test_explicit_getxattr_still_reaches_the_daemon(daemon_factory):
     d = daemon_factory()
     (d.mountpoint / "x").write_bytes(b"1")
