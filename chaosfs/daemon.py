@@ -135,7 +135,7 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
                 write_pidfile(cfg.pidfile)
                 plane.serving()
                 log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
-                nursery.start_soon(_log_connection)
+                nursery.start_soon(_after_start)
                 async for sig in sigs:
                     stopping.append(sig)
                     break
@@ -143,7 +143,8 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
         nursery.cancel_scope.cancel()
 
 
-async def _log_connection() -> None:
+async def _after_start() -> None:
+    """Log what the FUSE connection got."""
     # INIT is answered by the loop's first iterations, a moment after "ready".
     for _ in range(50):
         if not fuseconn.status()["enabled"] or fuseconn.status()["reply_flags"]:
