@@ -21,6 +21,13 @@
  *    clear the bits once the operation succeeded. Capabilities need nothing: the backing
  *    file system drops security.capability itself when our pwrite/ftruncate reaches it.
  *
+ *  - Kernel FUSE passthrough (Linux >= 6.9, opt-in): FUSE_PASSTHROUGH and max_stack_depth
+ *    go into the INIT reply, and an OPEN/CREATE reply whose fh the Python open handler
+ *    registered (passthrough_reply()) gets FOPEN_PASSTHROUGH and the backing id it obtained
+ *    with backing_open(). The kernel then serves that file's read/write/mmap from the
+ *    backing file without a request reaching us. Which opens qualify is Python's call
+ *    (no read/write rule matches; passthrough.py).
+ *
  * Until enable() is called every interposed function is a plain forward, so importing this
  * module into a process that mounts nothing changes nothing.
  */
@@ -36,6 +43,7 @@
 #include <linux/fuse.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -58,6 +66,21 @@ struct custom_io {
 };
 #define CAP_SPLICE_READ (1u << 9)
 
+/* Newer than Debian 12's <linux/fuse.h> (7.38): protocol 7.40, Linux 6.9. */
+#define PT_FLAGS2 (1u << 5)              /* FUSE_PASSTHROUGH = 1ULL << 37 */
+#define PT_FOPEN (1u << 7)               /* FOPEN_PASSTHROUGH */
+struct pt_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define PT_IOC_BACKING_OPEN _IOW(229, 1, struct pt_backing_map)
+#define PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+struct init_out_740 {
+    uint32_t major, minor, max_readahead, flags;
+    uint16_t max_background, congestion_threshold;
+    uint32_t max_write, time_gran;
+    uint16_t max_pages, map_alignment;
+    uint32_t flags2, max_stack_depth;
+};
+struct open_out_740 { uint64_t fh; uint32_t open_flags; int32_t backing_id; };
+
 static struct fuse_session *(*real_session_new)(struct fuse_args *, const void *, size_t, void *);
 static int (*real_session_mount)(struct fuse_session *, const char *);
 static int (*real_custom_io)(struct fuse_session *, const struct custom_io *, int);
@@ -68,12 +91,15 @@ static struct fuse_session *session;
 static struct {
     int enabled;          /* enable() was called */
     int want_killpriv_v2;
+    int want_passthrough; /* max_stack_depth to ask for, 0 = off */
     int new_hooked;       /* our fuse_session_new ran */
     int io_installed;     /* custom I/O is on the session */
     int init_seen;
     uint64_t init_unique;
-    uint32_t kernel_minor, kernel_flags, reply_flags;
+    uint32_t kernel_minor, kernel_flags, kernel_flags2, reply_flags;
     int killpriv_v2;      /* negotiated */
+    int passthrough;      /* negotiated */
+    uint64_t passthrough_opens;
     uint64_t kills_write, kills_queued;
 } st;
 
@@ -82,6 +108,14 @@ static struct {
 #define PENDING 64
 static uint64_t pending[PENDING];
 static unsigned pending_next;
+
+/* OPEN/CREATE requests awaiting their reply (unique, opcode), and the passthrough answers
+ * the Python handlers registered for them (fh -> backing id). Both tiny: entries live
+ * for one request. Touched only on the FUSE loop's thread. */
+#define INFLIGHT 256
+static struct { uint64_t unique; uint32_t opcode; } opens[INFLIGHT];
+static unsigned opens_next;
+static struct { uint64_t fh; int32_t backing_id; int used; } pt_pending[INFLIGHT];
 
 static init_fn pyfuse3_init;
 static void *ops_copy;
@@ -178,7 +212,17 @@ static void inspect_request(const char *buf, size_t len)
                 queue_kill(in->nodeid);
         }
         break;
+    case FUSE_CREATE:
+        if (st.passthrough) {
+            opens[opens_next % INFLIGHT].unique = in->unique;
+            opens[opens_next++ % INFLIGHT].opcode = in->opcode;
+        }
+        break;
     case FUSE_OPEN:
+        if (st.passthrough) {
+            opens[opens_next % INFLIGHT].unique = in->unique;
+            opens[opens_next++ % INFLIGHT].opcode = in->opcode;
+        }
         if (st.killpriv_v2 && alen >= sizeof(struct fuse_open_in)) {
             const struct fuse_open_in *o = (const void *)arg;
             if ((o->flags & O_TRUNC) && (o->open_flags & FUSE_OPEN_KILL_SUIDGID))
@@ -192,6 +236,7 @@ static void inspect_request(const char *buf, size_t len)
             st.init_unique = in->unique;
             st.kernel_minor = i->minor;
             st.kernel_flags = i->flags;
+            st.kernel_flags2 = (alen >= 20 && (i->flags & FUSE_INIT_EXT)) ? i->flags2 : 0;
         }
         break;
     }
@@ -206,9 +251,34 @@ static ssize_t hook_read(int fd, void *buf, size_t len, void *userdata)
     return n;
 }
 
+static void patch_open_reply(struct fuse_out_header *out, struct iovec *iov, int count)
+{
+    for (unsigned i = 0; i < INFLIGHT; i++) {
+        if (opens[i].unique != out->unique || !opens[i].unique)
+            continue;
+        size_t at = opens[i].opcode == FUSE_CREATE ? sizeof(struct fuse_entry_out) : 0;
+        opens[i].unique = 0;
+        if (out->error != 0 || count < 2 || iov[1].iov_len < at + sizeof(struct open_out_740))
+            return;
+        struct open_out_740 *o = (void *)((char *)iov[1].iov_base + at);
+        for (unsigned j = 0; j < INFLIGHT; j++) {
+            if (pt_pending[j].used && pt_pending[j].fh == o->fh) {
+                o->open_flags |= PT_FOPEN;
+                o->backing_id = pt_pending[j].backing_id;
+                pt_pending[j].used = 0;
+                st.passthrough_opens++;
+                return;
+            }
+        }
+        return;
+    }
+}
+
 static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     (void)userdata;
+    if (st.passthrough && count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header))
+        patch_open_reply(iov[0].iov_base, iov, count);
     if (st.init_seen && !st.reply_flags && count >= 2 &&
         iov[0].iov_len >= sizeof(struct fuse_out_header)) {
         struct fuse_out_header *out = iov[0].iov_base;
@@ -218,6 +288,14 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
             if (st.want_killpriv_v2 && (st.kernel_flags & FUSE_HANDLE_KILLPRIV_V2)) {
                 o->flags |= FUSE_HANDLE_KILLPRIV_V2;
                 st.killpriv_v2 = 1;
+            }
+            if (st.want_passthrough && (st.kernel_flags2 & PT_FLAGS2) &&
+                iov[1].iov_len >= sizeof(struct init_out_740)) {
+                struct init_out_740 *o2 = iov[1].iov_base;
+                o2->flags |= FUSE_INIT_EXT;
+                o2->flags2 |= PT_FLAGS2;
+                o2->max_stack_depth = (uint32_t)st.want_passthrough;
+                st.passthrough = 1;
             }
             st.reply_flags = o->flags | 0x80000000u;  /* mark as seen even if 0 */
         }
@@ -244,10 +322,15 @@ EXPORT int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
 
 static PyObject *py_enable(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"killpriv_v2", NULL};
-    int killpriv = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|p", names, &killpriv))
+    static char *names[] = {"killpriv_v2", "passthrough_depth", NULL};
+    int killpriv = 1, depth = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pi", names, &killpriv, &depth))
         return NULL;
+    if (depth < 0 || depth > 2) {
+        PyErr_SetString(PyExc_ValueError, "passthrough_depth must be 0, 1 or 2");
+        return NULL;
+    }
+    st.want_passthrough = depth;
     if (resolve() < 0) {
         PyErr_SetString(PyExc_OSError, "libfuse3.so.3 not found");
         return NULL;
@@ -260,7 +343,7 @@ static PyObject *py_enable(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *py_status(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:K,s:K}",
+        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:O,s:K,s:K,s:K}",
         "enabled", st.enabled ? Py_True : Py_False,
         "hooked", st.new_hooked ? Py_True : Py_False,
         "io_installed", st.io_installed ? Py_True : Py_False,
@@ -269,6 +352,8 @@ static PyObject *py_status(PyObject *self, PyObject *unused)
         "kernel_flags", (unsigned long)st.kernel_flags,
         "reply_flags", (unsigned long)(st.reply_flags & 0x7fffffffu),
         "killpriv_v2", st.killpriv_v2 ? Py_True : Py_False,
+        "passthrough", st.passthrough ? Py_True : Py_False,
+        "passthrough_opens", (unsigned long long)st.passthrough_opens,
         "kills_write", (unsigned long long)st.kills_write,
         "kills_queued", (unsigned long long)st.kills_queued);
 }
@@ -287,9 +372,85 @@ static PyObject *py_take_kill(PyObject *self, PyObject *arg)
     Py_RETURN_FALSE;
 }
 
+static PyObject *py_passthrough_active(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(st.passthrough);
+}
+
+static PyObject *py_backing_open(PyObject *self, PyObject *arg)
+{
+    int fd = PyLong_AsLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!st.passthrough || !session) {
+        errno = EOPNOTSUPP;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    struct pt_backing_map m = {.fd = fd};
+    int id;
+    Py_BEGIN_ALLOW_THREADS
+    id = ioctl(real_session_fd(session), PT_IOC_BACKING_OPEN, &m);
+    Py_END_ALLOW_THREADS
+    if (id < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(id);
+}
+
+static PyObject *py_backing_close(PyObject *self, PyObject *arg)
+{
+    uint32_t id = (uint32_t)PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (session && ioctl(real_session_fd(session), PT_IOC_BACKING_CLOSE, &id) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_passthrough_reply(PyObject *self, PyObject *args)
+{
+    unsigned long long fh;
+    int id;
+    if (!PyArg_ParseTuple(args, "Ki", &fh, &id))
+        return NULL;
+    for (unsigned j = 0; j < INFLIGHT; j++) {
+        if (!pt_pending[j].used) {
+            pt_pending[j].fh = fh;
+            pt_pending[j].backing_id = id;
+            pt_pending[j].used = 1;
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_SetString(PyExc_RuntimeError, "too many passthrough opens in flight");
+    return NULL;
+}
+
+static PyObject *py_passthrough_cancel(PyObject *self, PyObject *arg)
+{
+    unsigned long long fh = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    for (unsigned j = 0; j < INFLIGHT; j++)
+        if (pt_pending[j].used && pt_pending[j].fh == fh)
+            pt_pending[j].used = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"passthrough_active", py_passthrough_active, METH_NOARGS,
+     "Whether the kernel accepted FUSE passthrough for this session."},
+    {"backing_open", py_backing_open, METH_O,
+     "backing_open(fd) -> backing id (FUSE_DEV_IOC_BACKING_OPEN; the kernel keeps its own "
+     "reference to the file, so fd may be closed afterwards)."},
+    {"backing_close", py_backing_close, METH_O, "backing_close(id): FUSE_DEV_IOC_BACKING_CLOSE."},
+    {"passthrough_reply", py_passthrough_reply, METH_VARARGS,
+     "passthrough_reply(fh, backing_id): answer the open being handled for fh with "
+     "FOPEN_PASSTHROUGH and this backing id."},
+    {"passthrough_cancel", py_passthrough_cancel, METH_O,
+     "passthrough_cancel(fh): the open failed after passthrough_reply()."},
     {"enable", (PyCFunction)(void (*)(void))py_enable, METH_VARARGS | METH_KEYWORDS,
-     "enable(killpriv_v2=True): tune the next pyfuse3 session (call before pyfuse3.init)."},
+     "enable(killpriv_v2=True, passthrough_depth=0): tune the next pyfuse3 session (call "
+     "before pyfuse3.init); passthrough_depth > 0 offers kernel passthrough with that "
+     "max_stack_depth."},
     {"status", py_status, METH_NOARGS, "What was hooked and negotiated."},
     {"take_kill", py_take_kill, METH_O,
      "take_kill(inode) -> bool: the kernel asked to clear suid/sgid for this inode's "

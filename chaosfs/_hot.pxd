@@ -19,6 +19,11 @@ cdef class Node:
     cdef public bytes name
     cdef public unsigned long long match_epoch
     cdef public tuple matched
+    # Opens of this inode by kind: the kernel refuses to mix cached and passthrough opens,
+    # and all passthrough opens share one backing id.
+    cdef public int cached_opens
+    cdef public int pt_opens
+    cdef public int backing_id
 
 
 cdef class FaultGate:

@@ -14,6 +14,9 @@ class Node:
     name: bytes
     match_epoch: int
     matched: tuple[Any, ...]
+    cached_opens: int
+    pt_opens: int
+    backing_id: int
 
 class FaultGate:
     active: bool

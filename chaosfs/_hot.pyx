@@ -73,6 +73,7 @@ cdef class Node:
         self.matched = ()
         self.name = b""
         self.parent = None
+        self.backing_id = -1
 
     def __repr__(self):
         return f"Node(ino={self.ino}, name={self.name!r}, fd={self.fd}, lookups={self.lookups})"
@@ -306,6 +307,8 @@ cdef class HotPath:
         cdef double t0 = _now()
         cdef int fd = fh
         h = self.handles.pop(fh, None)
+        if h is not None and h.io:
+            self.release_io(h)
         if self.gate.active and h is not None:
             try:
                 v = self.gate.check(M_RELEASE, h.node)

@@ -31,6 +31,7 @@ class Config:
     entry_timeout: float = 1.0
     keep_cache: bool = True
     fsync: str = "thread"
+    passthrough: str = "off"
     fuse_hooks: bool = True
     killpriv_v2: bool = True
     workers: int = 128
@@ -102,6 +103,12 @@ def _fsync(text: str) -> str:
     return text
 
 
+def _passthrough(text: str) -> str:
+    if text not in ("off", "unmatched"):
+        raise ValueError("expected off or unmatched")
+    return text
+
+
 def _hot(text: str) -> str:
     if text not in ("cython", "python"):
         raise ValueError("expected cython or python")
@@ -122,6 +129,7 @@ def flagset() -> FlagSet:
         Flag("entry-timeout", "kernel name cache, seconds, while no rule exists", 1.0, _positive, env="CHAOSFS_ENTRY_TIMEOUT"),
         Flag("keep-cache", "keep file pages cached across opens while no rule exists", True, is_bool=True, env="CHAOSFS_KEEP_CACHE"),
         Flag("fsync", "thread: fsync in a worker thread, other files served meanwhile; inline: no thread hop, nothing else served while the disk syncs", "thread", _fsync, env="CHAOSFS_FSYNC"),
+        Flag("passthrough", "off: every read/write reaches chaosfs; unmatched: files no read/write rule matches when opened are served by the kernel from the backing file (Linux >= 6.9; a rule added later misses fds already open)", "off", _passthrough, env="CHAOSFS_PASSTHROUGH"),
         Flag("fuse-hooks", "read FUSE requests without splice and negotiate what libfuse 3.14 cannot (chaosfs/_fuseconn.c)", True, is_bool=True, env="CHAOSFS_FUSE_HOOKS"),
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, _workers, env="CHAOSFS_WORKERS"),
@@ -180,6 +188,8 @@ def validate(values: dict) -> Config:
         raise ConfigError(f"/dev/fuse unusable: {e.strerror} (privileged container or --device /dev/fuse needed)") from None
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise ConfigError("-tls-cert and -tls-key go together")
+    if values["passthrough"] != "off" and not values["fuse_hooks"]:
+        raise ConfigError("-passthrough needs -fuse-hooks (the default)")
     if values["tls_client_ca"] and not values["tls_cert"]:
         raise ConfigError("-tls-client-ca needs -tls-cert and -tls-key")
     for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
@@ -191,7 +201,7 @@ def validate(values: dict) -> Config:
         original=original, mountpoint=mountpoint, log_level=values["log_level"],
         hot=values["hot"], attr_timeout=values["attr_timeout"],
         entry_timeout=values["entry_timeout"], keep_cache=values["keep_cache"],
-        fsync=values["fsync"], fuse_hooks=values["fuse_hooks"], killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
+        fsync=values["fsync"], passthrough=values["passthrough"], fuse_hooks=values["fuse_hooks"], killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
         tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
     )
 

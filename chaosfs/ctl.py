@@ -256,8 +256,15 @@ def add(ctx: click.Context, c: Client, rule_id: str, methods: tuple, path: str, 
         rule.corrupt.occurrences = corrupt_occurrences
     if short:
         rule.short.fraction = short
-    rid = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule)).id
-    _emit(ctx, {"id": rid}, lambda: click.echo(rid))
+    resp = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule))
+    bypassed = list(resp.bypassed_paths)
+
+    def text() -> None:
+        click.echo(resp.id)
+        if bypassed:
+            click.echo(f"warning: {len(bypassed)} open file(s) bypass this rule until reopened "
+                       f"(kernel passthrough): {', '.join(bypassed)}", err=True)
+    _emit(ctx, {"id": resp.id, "bypassed_paths": bypassed}, text)
 
 
 @cli.command()

@@ -143,6 +143,12 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
         nursery.cancel_scope.cancel()
 
 
+def passthrough_depth(original: str) -> int:
+    """FUSE's max_stack_depth for kernel passthrough: backing files must sit on a file system
+    stacked less deep than ours, and overlayfs (a container's root) is one level itself."""
+    return 2 if mounts.fs_type_of(original) == "overlay" else 1
+
+
 async def _after_start() -> None:
     """Log what the FUSE connection got."""
     # INIT is answered by the loop's first iterations, a moment after "ready".
@@ -163,8 +169,9 @@ def run(cfg: Config) -> int:
     _raise_nofile()
     os.umask(0)  # modes come from the caller (already masked by the kernel/ctx.umask)
     ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
-        cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline")
-    engine = FaultEngine(ops.gate, make_invalidator(ops))
+        cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline",
+        passthrough=cfg.passthrough != "off")
+    engine = FaultEngine(ops.gate, make_invalidator(ops), bypassed=ops.bypassed_paths)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
                              tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)
@@ -177,7 +184,8 @@ def run(cfg: Config) -> int:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
     if cfg.fuse_hooks:
-        fuseconn.enable(killpriv_v2=cfg.killpriv_v2)
+        fuseconn.enable(killpriv_v2=cfg.killpriv_v2,
+                        passthrough_depth=passthrough_depth(cfg.original) if cfg.passthrough != "off" else 0)
     try:
         pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
     except RuntimeError as e:

@@ -379,12 +379,16 @@ class FaultEngine:
     the published tuple, so a lock is held by writers alone and never on the I/O path.
     """
 
-    def __init__(self, gate: FaultGate, invalidate: Optional[Callable[[list[Rule], bool], None]] = None) -> None:
+    def __init__(self, gate: FaultGate, invalidate: Optional[Callable[[list[Rule], bool], None]] = None,
+                 bypassed: Optional[Callable[[list[Rule]], dict[str, list[str]]]] = None) -> None:
         self.gate = gate
         self._lock = threading.Lock()
         self._rules: dict[str, Rule] = {}
         self._ids = itertools.count(1)
         self._invalidate = invalidate
+        # Files open in kernel passthrough that a new rule cannot reach (passthrough.py).
+        self._find_bypassed = bypassed
+        self._bypassed: dict[str, list[str]] = {}
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
@@ -419,7 +423,21 @@ class FaultEngine:
                 self._invalidate(changed, bool(table))
             except Exception:
                 log.exception("cache invalidation failed")
+        added = [r for r in changed if table.get(r.id) is r]
+        if added and self._find_bypassed is not None:
+            found = self._find_bypassed(added)
+            for rid, paths in found.items():
+                log.warning("rule %s: %d file(s) open in kernel passthrough keep bypassing its "
+                            "read/write faults until reopened: %s", rid, len(paths),
+                            ", ".join(sorted(paths)[:10]) + (" ..." if len(paths) > 10 else ""))
+            with self._lock:
+                self._bypassed.update(found)
         return result
+
+    def bypassed(self, rule_id: str) -> list[str]:
+        """Paths the rule could not reach when it was added (open in kernel passthrough)."""
+        with self._lock:
+            return sorted(self._bypassed.pop(rule_id, []))
 
     def _publish(self, table: dict[str, Rule]) -> None:
         g = self.gate

@@ -19,6 +19,11 @@ finally:
 enable = _fuseconn.enable
 status = _fuseconn.status
 take_kill = _fuseconn.take_kill
+passthrough_active = _fuseconn.passthrough_active
+backing_open = _fuseconn.backing_open
+backing_close = _fuseconn.backing_close
+passthrough_reply = _fuseconn.passthrough_reply
+passthrough_cancel = _fuseconn.passthrough_cancel
 
 
 def describe() -> str:
@@ -32,4 +37,5 @@ def describe() -> str:
         return "connection tuning unavailable (libfuse refused custom I/O)"
     v2 = ("HANDLE_KILLPRIV_V2 negotiated" if s["killpriv_v2"]
           else f"HANDLE_KILLPRIV_V2 not negotiated (kernel protocol 7.{s['kernel_minor']})")
-    return f"requests read without splice; {v2}"
+    pt = "; kernel passthrough for unmatched files" if s["passthrough"] else ""
+    return f"requests read without splice; {v2}{pt}"

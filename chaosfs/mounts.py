@@ -40,6 +40,25 @@ def mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[s
     return found
 
 
+def fs_type_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """fstype of the mount holding `path` (the deepest mount point above it)."""
+    path = os.path.realpath(path)
+    best, found = -1, None
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5:
+                    continue
+                mp = _unescape(fields[4])
+                if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= best:
+                    best, found = len(mp), right.split()[0]
+    except OSError:
+        return None
+    return found
+
+
 def lazy_unmount(path: str) -> bool:
     """Detach a mount even if busy or dead; True if something was unmounted."""
     fm = shutil.which("fusermount3") or shutil.which("fusermount")

@@ -58,17 +58,22 @@ def kill_suidgid(fd: int) -> None:
         os.chmod(proc_path(fd), stat.S_IMODE(mode) & ~kill)
 
 
+# Handle.io: which of the node's open counts this open holds.
+IO_UNCOUNTED, IO_CACHED, IO_PASSTHROUGH = 0, 1, 2
+
+
 class Handle:
     """An open file: its own backing fd (one per open, so O_RDONLY and O_WRONLY opens of one
     inode never share an fd) and the node, for fault matching."""
 
-    __slots__ = ("fd", "node", "is_dir", "entries")
+    __slots__ = ("fd", "node", "is_dir", "entries", "io")
 
     def __init__(self, fd: int, node: Node, is_dir: bool = False) -> None:
         self.fd = fd
         self.node = node
         self.is_dir = is_dir
         self.entries: Optional[list[Any]] = None
+        self.io = IO_UNCOUNTED
 
 
 class InodeTable:
@@ -266,6 +271,7 @@ class FsOperations(pyfuse3.Operations):
         self.gate.path_of = self.inodes.path_of
         # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
         self.no_caps: set[int] = set()
+        self.passthrough_warned = False
 
     # ---- attributes ---------------------------------------------------------------------
 
@@ -530,13 +536,83 @@ class FsOperations(pyfuse3.Operations):
     def _file_info(self, fd: int, node: Node, flags: int) -> pyfuse3.FileInfo:
         fi = pyfuse3.FileInfo(fh=fd)
         fi.direct_io = bool(flags & os.O_DIRECT)
-        if self.gate.active and not fi.direct_io and self._rules_touch(node, DATA_METHODS):
+        h = Handle(fd, node)
+        data_rule = self.gate.active and self._rules_touch(node, DATA_METHODS)
+        if (self.passthrough and not fi.direct_io and fuseconn.passthrough_active()
+                and (node.pt_opens or not (data_rule or node.cached_opens))
+                and self._passthrough(h)):
+            # The kernel reads and writes the backing file itself. If a read/write rule
+            # matches while other opens of the inode are in passthrough, the kernel wants
+            # this open in passthrough too: with direct_io its read/write still reach us.
+            fi.direct_io = data_rule
+            fi.keep_cache = False  # the kernel refuses passthrough opens with other flags
+            self.handles[fd] = h
+            return fi
+        if data_rule and not fi.direct_io:
             # A read/write rule applies: keep the page cache out so every op reaches us.
             fi.direct_io = True
         fi.keep_cache = (self.cache.keep_cache and not fi.direct_io
                          and not (self.gate.active and node.matched))
-        self.handles[fd] = Handle(fd, node)
+        if not fi.direct_io:
+            node.cached_opens += 1
+            h.io = IO_CACHED
+        self.handles[fd] = h
         return fi
+
+    def _passthrough(self, h: Handle) -> bool:
+        """Answer this open with FOPEN_PASSTHROUGH (-passthrough). The inode's backing file is
+        opened O_RDWR once and shared by all its passthrough opens (the kernel requires one
+        backing file per inode; the app's fd keeps its own access mode)."""
+        node = h.node
+        if node.pt_opens == 0:
+            try:
+                bfd = os.open(proc_path(h.fd), os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                return False  # read-only file system, a running executable, not a file
+            try:
+                node.backing_id = fuseconn.backing_open(bfd)
+            except OSError as e:
+                if not self.passthrough_warned:
+                    self.passthrough_warned = True
+                    log.warning("kernel passthrough refused for %s (%s): serving it ourselves",
+                                self.inodes.path_of(node) or "/", os.strerror(e.errno or 0))
+                return False
+            finally:
+                os.close(bfd)
+        fuseconn.passthrough_reply(h.fd, node.backing_id)
+        node.pt_opens += 1
+        h.io = IO_PASSTHROUGH
+        return True
+
+    def release_io(self, h: Handle) -> None:
+        node = h.node
+        if h.io == IO_CACHED:
+            node.cached_opens -= 1
+        elif h.io == IO_PASSTHROUGH:
+            node.pt_opens -= 1
+            if node.pt_opens == 0:
+                try:
+                    fuseconn.backing_close(node.backing_id)
+                except OSError:
+                    log.warning("closing backing id %d failed", node.backing_id)
+                node.backing_id = -1
+        h.io = IO_UNCOUNTED
+
+    def bypassed_paths(self, rules: list[Any]) -> dict[str, list[str]]:
+        """Files open in kernel passthrough that a read/write rule among `rules` matches:
+        their open fds keep reading and writing the backing file until reopened."""
+        out: dict[str, list[str]] = {}
+        data_rules = [r for r in rules if r.touches(DATA_METHODS)]
+        if not data_rules:
+            return out
+        for node in list(self.inodes.by_ino.values()):
+            if node.pt_opens <= 0:
+                continue
+            path = self.inodes.path_of(node)
+            for r in data_rules:
+                if r.matches_path(path):
+                    out.setdefault(r.id, []).append(path)
+        return out
 
     @fuse_op("open")
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -581,7 +657,8 @@ class FsOperations(pyfuse3.Operations):
                 self.inodes.fd(node)
             except (OSError, FUSEError):
                 pass
-        return self._file_info(fd, node, flags), self._entry(node, st)
+        entry = self._entry(node, st)
+        return self._file_info(fd, node, flags), entry
 
     # ---- directories --------------------------------------------------------------------
 
@@ -675,8 +752,8 @@ class FsOperations(pyfuse3.Operations):
         os.removexattr(path, name, follow_symlinks=follow)
 
 
-def make_operations(original: str, *, hot: str = "cython",
-                    cache: Optional[CacheConfig] = None, fsync_inline: bool = False) -> FsOperations:
+def make_operations(original: str, *, hot: str = "cython", cache: Optional[CacheConfig] = None,
+                    fsync_inline: bool = False, passthrough: bool = False) -> FsOperations:
     """The Operations object pyfuse3 serves: the cold path above plus the chosen hot path."""
     if hot == "cython":
         base: type = _hot.HotPath
@@ -688,5 +765,6 @@ def make_operations(original: str, *, hot: str = "cython",
     cls = type("Operations", (base, FsOperations), {})
     ops = cls()
     ops.fsync_inline = fsync_inline
+    ops.passthrough = passthrough
     ops.setup(original, cache)
     return ops

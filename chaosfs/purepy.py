@@ -101,6 +101,8 @@ class PyHotPath:
     async def release(self, fh: int) -> None:
         t0 = monotonic()
         h = self.handles.pop(fh, None)
+        if h is not None and h.io:
+            self.release_io(h)  # type: ignore[attr-defined]
         if self.gate.active and h is not None:
             v = self.gate.check(M_RELEASE, h.node)
             if v is not None:

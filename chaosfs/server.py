@@ -155,7 +155,7 @@ class FaultsService(faults_pb2_grpc.FaultsServicer):
             code = grpc.StatusCode.ALREADY_EXISTS if "already exists" in str(e) else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(e))
         log.info("AddRule %s", rid)
-        return faults_pb2.AddRuleResponse(id=rid)
+        return faults_pb2.AddRuleResponse(id=rid, bypassed_paths=self.engine.bypassed(rid))
 
     def RemoveRule(self, request: Any, context: Any) -> Any:
         if not request.ids:

@@ -172,6 +172,7 @@ def standard(quick: bool) -> list[Variant]:
         Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
         Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
+        Variant("passthrough", "chaosfs -passthrough=unmatched", "chaosfs", ["-passthrough=unmatched"]),
         Variant("chaosfs-py", "chaosfs -hot=python", "chaosfs", ["-hot=python"]),
         Variant("rules1000", "chaosfs, 1000 non-matching rules", "chaosfs",
                 rules=rules_nonmatching(1000)),

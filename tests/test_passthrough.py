@@ -103,12 +103,18 @@ def outcome(fn: Callable[[Path], Any], root: Path) -> Any:
         return ("err", errno.errorcode.get(e.errno, e.errno))
 
 
-@pytest.fixture(scope="module", params=["cython", "python"])
+# Each module-wide daemon: the Cython and Python hot paths, and the Cython one with kernel
+# passthrough (files are then read and written by the kernel, not by chaosfs).
+CONFIGS = {"cython": ["-hot=cython"], "python": ["-hot=python"],
+           "passthrough": ["-hot=cython", "-passthrough=unmatched"]}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
 def env(request):
     # Not under pytest's basetemp: every pytest session that starts (other test runs on the
     # machine) resets /tmp/pytest-of-root to 0700, locking out the uid-1000 tests mid-run.
     base = Path(tempfile.mkdtemp(prefix=f"chaosfs-pt-{request.param}-", dir="/tmp"))
-    d = make_daemon(base, f"-hot={request.param}")
+    d = make_daemon(base, *CONFIGS[request.param])
     native = base / "native"
     native.mkdir()
     os.chmod(native, 0o755)

@@ -94,10 +94,12 @@ class AddRuleRequest(_message.Message):
     def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
 
 class AddRuleResponse(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "bypassed_paths")
     ID_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_PATHS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    bypassed_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., bypassed_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemoveRuleRequest(_message.Message):
     __slots__ = ("ids",)
