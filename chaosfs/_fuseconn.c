@@ -343,7 +343,7 @@ static PyObject *py_enable(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *py_status(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:O,s:K,s:K,s:K}",
+        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:O,s:O,s:K,s:K,s:K}",
         "enabled", st.enabled ? Py_True : Py_False,
         "hooked", st.new_hooked ? Py_True : Py_False,
         "io_installed", st.io_installed ? Py_True : Py_False,
@@ -353,6 +353,7 @@ static PyObject *py_status(PyObject *self, PyObject *unused)
         "reply_flags", (unsigned long)(st.reply_flags & 0x7fffffffu),
         "killpriv_v2", st.killpriv_v2 ? Py_True : Py_False,
         "passthrough", st.passthrough ? Py_True : Py_False,
+        "passthrough_requested", st.want_passthrough ? Py_True : Py_False,
         "passthrough_opens", (unsigned long long)st.passthrough_opens,
         "kills_write", (unsigned long long)st.kills_write,
         "kills_queued", (unsigned long long)st.kills_queued);

@@ -10,6 +10,7 @@ class Status(TypedDict):
     reply_flags: int
     killpriv_v2: bool
     passthrough: bool
+    passthrough_requested: bool
     passthrough_opens: int
     kills_write: int
     kills_queued: int

@@ -37,5 +37,9 @@ def describe() -> str:
         return "connection tuning unavailable (libfuse refused custom I/O)"
     v2 = ("HANDLE_KILLPRIV_V2 negotiated" if s["killpriv_v2"]
           else f"HANDLE_KILLPRIV_V2 not negotiated (kernel protocol 7.{s['kernel_minor']})")
-    pt = "; kernel passthrough for unmatched files" if s["passthrough"] else ""
+    pt = ""
+    if s["passthrough"]:
+        pt = "; kernel passthrough for unmatched files"
+    elif s["passthrough_requested"]:
+        pt = "; kernel passthrough NOT available (needs Linux >= 6.9 and CAP_SYS_ADMIN): every file is served by chaosfs"
     return f"requests read without splice; {v2}{pt}"

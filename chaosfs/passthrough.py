@@ -565,6 +565,10 @@ class FsOperations(pyfuse3.Operations):
         backing file per inode; the app's fd keeps its own access mode)."""
         node = h.node
         if node.pt_opens == 0:
+            if os.fstat(h.fd).st_mode & (stat.S_ISUID | stat.S_ISGID):
+                # Writes through the kernel would run with our credentials and keep the bits
+                # a writer without CAP_FSETID must clear; such files are served by us.
+                return False
             try:
                 bfd = os.open(proc_path(h.fd), os.O_RDWR | os.O_CLOEXEC)
             except OSError:

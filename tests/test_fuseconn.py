@@ -111,6 +111,11 @@ def test_setid_bits_after_write_and_truncate_match_native(daemon_factory, step):
     check_setid_step(daemon_factory(), step)
 
 
+@pytest.mark.parametrize("step", STEPS, ids=[s[0] for s in STEPS])
+def test_setid_bits_with_kernel_passthrough_match_native(daemon_factory, step):
+    check_setid_step(daemon_factory("-passthrough=unmatched"), step)
+
+
 # Without KILLPRIV_V2 the kernel clears the bits itself (GETATTR + SETATTR) on write and
 # truncate; an O_TRUNC open by a user is the one case it then leaves to a server that is
 # never told who opened (docs/semantics.md).
