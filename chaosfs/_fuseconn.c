@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <linux/fuse.h>
+#include "fuse740.h"
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -66,20 +67,6 @@ struct custom_io {
 };
 #define CAP_SPLICE_READ (1u << 9)
 
-/* Newer than Debian 12's <linux/fuse.h> (7.38): protocol 7.40, Linux 6.9. */
-#define PT_FLAGS2 (1u << 5)              /* FUSE_PASSTHROUGH = 1ULL << 37 */
-#define PT_FOPEN (1u << 7)               /* FOPEN_PASSTHROUGH */
-struct pt_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
-#define PT_IOC_BACKING_OPEN _IOW(229, 1, struct pt_backing_map)
-#define PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
-struct init_out_740 {
-    uint32_t major, minor, max_readahead, flags;
-    uint16_t max_background, congestion_threshold;
-    uint32_t max_write, time_gran;
-    uint16_t max_pages, map_alignment;
-    uint32_t flags2, max_stack_depth;
-};
-struct open_out_740 { uint64_t fh; uint32_t open_flags; int32_t backing_id; };
 
 static struct fuse_session *(*real_session_new)(struct fuse_args *, const void *, size_t, void *);
 static int (*real_session_mount)(struct fuse_session *, const char *);
@@ -258,12 +245,12 @@ static void patch_open_reply(struct fuse_out_header *out, struct iovec *iov, int
             continue;
         size_t at = opens[i].opcode == FUSE_CREATE ? sizeof(struct fuse_entry_out) : 0;
         opens[i].unique = 0;
-        if (out->error != 0 || count < 2 || iov[1].iov_len < at + sizeof(struct open_out_740))
+        if (out->error != 0 || count < 2 || iov[1].iov_len < at + sizeof(struct fuse740_open_out))
             return;
-        struct open_out_740 *o = (void *)((char *)iov[1].iov_base + at);
+        struct fuse740_open_out *o = (void *)((char *)iov[1].iov_base + at);
         for (unsigned j = 0; j < INFLIGHT; j++) {
             if (pt_pending[j].used && pt_pending[j].fh == o->fh) {
-                o->open_flags |= PT_FOPEN;
+                o->open_flags |= FUSE740_FOPEN_PASSTHROUGH;
                 o->backing_id = pt_pending[j].backing_id;
                 pt_pending[j].used = 0;
                 st.passthrough_opens++;
@@ -289,11 +276,11 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
                 o->flags |= FUSE_HANDLE_KILLPRIV_V2;
                 st.killpriv_v2 = 1;
             }
-            if (st.want_passthrough && (st.kernel_flags2 & PT_FLAGS2) &&
-                iov[1].iov_len >= sizeof(struct init_out_740)) {
-                struct init_out_740 *o2 = iov[1].iov_base;
+            if (st.want_passthrough && (st.kernel_flags2 & FUSE740_PASSTHROUGH_FLAGS2) &&
+                iov[1].iov_len >= offsetof(struct fuse740_init_out, request_timeout)) {
+                struct fuse740_init_out *o2 = iov[1].iov_base;
                 o2->flags |= FUSE_INIT_EXT;
-                o2->flags2 |= PT_FLAGS2;
+                o2->flags2 |= FUSE740_PASSTHROUGH_FLAGS2;
                 o2->max_stack_depth = (uint32_t)st.want_passthrough;
                 st.passthrough = 1;
             }
@@ -387,10 +374,10 @@ static PyObject *py_backing_open(PyObject *self, PyObject *arg)
         errno = EOPNOTSUPP;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    struct pt_backing_map m = {.fd = fd};
+    struct fuse740_backing_map m = {.fd = fd};
     int id;
     Py_BEGIN_ALLOW_THREADS
-    id = ioctl(real_session_fd(session), PT_IOC_BACKING_OPEN, &m);
+    id = ioctl(real_session_fd(session), FUSE740_IOC_BACKING_OPEN, &m);
     Py_END_ALLOW_THREADS
     if (id < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -402,7 +389,7 @@ static PyObject *py_backing_close(PyObject *self, PyObject *arg)
     uint32_t id = (uint32_t)PyLong_AsUnsignedLong(arg);
     if (PyErr_Occurred())
         return NULL;
-    if (session && ioctl(real_session_fd(session), PT_IOC_BACKING_CLOSE, &id) < 0)
+    if (session && ioctl(real_session_fd(session), FUSE740_IOC_BACKING_CLOSE, &id) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }

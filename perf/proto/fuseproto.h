@@ -25,22 +25,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* Newer than Debian 12's <linux/fuse.h> (protocol 7.38); values from the kernel uapi. */
-#define FP_PASSTHROUGH_FLAGS2 (1u << 5)      /* FUSE_PASSTHROUGH = 1ULL << 37 */
-#define FP_FOPEN_PASSTHROUGH (1u << 7)
-struct fp_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
-#define FP_IOC_BACKING_OPEN _IOW(229, 1, struct fp_backing_map)
-#define FP_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
-
-/* fuse_init_out as of 7.40+: max_stack_depth follows flags2. */
-struct fp_init_out {
-    uint32_t major, minor, max_readahead, flags;
-    uint16_t max_background, congestion_threshold;
-    uint32_t max_write, time_gran;
-    uint16_t max_pages, map_alignment;
-    uint32_t flags2, max_stack_depth;
-    uint16_t request_timeout, unused[11];
-};
+#include "../../chaosfs/fuse740.h"
+#define FP_PASSTHROUGH_FLAGS2 FUSE740_PASSTHROUGH_FLAGS2
+#define FP_FOPEN_PASSTHROUGH FUSE740_FOPEN_PASSTHROUGH
+#define FP_IOC_BACKING_OPEN FUSE740_IOC_BACKING_OPEN
+#define FP_IOC_BACKING_CLOSE FUSE740_IOC_BACKING_CLOSE
+#define fp_backing_map fuse740_backing_map
+#define fp_init_out fuse740_init_out
 
 #define FP_FILE_INO 2
 #define FP_BUFSIZE (FUSE_MIN_READ_BUFFER + (1 << 20) + 4096)
