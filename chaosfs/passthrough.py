@@ -260,6 +260,7 @@ class FsOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
+    passthrough = False  # -passthrough=unmatched (make_operations)
 
     gate: FaultGate
     handles: dict[int, Handle]
