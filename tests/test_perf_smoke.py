@@ -37,5 +37,6 @@ def test_bad_arguments_get_one_line(tmp_path):
     p = subprocess.run([str(ROOT / "perf" / "run"), "--variants", "nosuch", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
-    assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, chaosfs, " \
-                               "chaosfs-py, eio30, native, rules1000)"
+    assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, ceiling-io, " \
+                               "chaosfs, chaosfs-py, chaosfs-splice, eio30, fsync-inline, native, " \
+                               "passthrough, rules1000)"
