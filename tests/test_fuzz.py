@@ -39,21 +39,23 @@ def count(name: str, n: int = 1) -> None:
 @pytest.fixture(scope="module")
 def fz(tmp_path_factory):
     d = make_daemon(tmp_path_factory.mktemp("fuzz"))
-    d.start()
-    d.channel = grpc.insecure_channel(d.addr)
-    d.inj = Injure09(d.addr)
-    yield d
-    assert d.proc.poll() is None, "the daemon died during fuzzing"
-    h = health_pb2_grpc.HealthStub(d.channel)
-    assert h.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
-    # Fuzzing leaves arbitrary rules behind; the mount must work once they are cleared.
-    d.inj.RecoverAll(d.inj.empty(), timeout=10)
-    (d.mountpoint / "still-works").write_bytes(b"ok")
-    assert (d.original / "still-works").read_bytes() == b"ok"
-    d.inj.close()
-    d.channel.close()
-    d.cleanup()
-    record("fuzz", **COUNTS)
+    try:
+        d.start()
+        d.channel = grpc.insecure_channel(d.addr)
+        d.inj = Injure09(d.addr)
+        yield d
+        assert d.proc.poll() is None, "the daemon died during fuzzing"
+        h = health_pb2_grpc.HealthStub(d.channel)
+        assert h.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        # Fuzzing leaves arbitrary rules behind; the mount must work once they are cleared.
+        d.inj.RecoverAll(d.inj.empty(), timeout=10)
+        (d.mountpoint / "still-works").write_bytes(b"ok")
+        assert (d.original / "still-works").read_bytes() == b"ok"
+        d.inj.close()
+        d.channel.close()
+        record("fuzz", **COUNTS)
+    finally:
+        d.cleanup()  # also when an assertion above fails: no mount left behind
 
 
 def raw(d, method: str, body: bytes, timeout: float = 20) -> tuple[grpc.StatusCode, bytes, str]:
