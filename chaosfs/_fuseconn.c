@@ -81,13 +81,11 @@ static struct {
     int want_passthrough; /* max_stack_depth to ask for, 0 = off */
     int new_hooked;       /* our fuse_session_new ran */
     int io_installed;     /* custom I/O is on the session */
-    int init_seen;
+    int init_seen, init_replied;
     uint64_t init_unique;
-    uint32_t kernel_minor, kernel_flags, kernel_flags2, reply_flags;
+    uint32_t kernel_minor, kernel_flags, kernel_flags2;
     int killpriv_v2;      /* negotiated */
     int passthrough;      /* negotiated */
-    uint64_t passthrough_opens;
-    uint64_t kills_write, kills_queued;
 } st;
 
 /* Nodes whose SETATTR(size)/OPEN(O_TRUNC) asked for the kill; consumed by take_kill(). A
@@ -101,7 +99,7 @@ static unsigned pending_next;
  * for one request. Touched only on the FUSE loop's thread. */
 #define INFLIGHT 256
 static struct { uint64_t unique; uint32_t opcode; } opens[INFLIGHT];
-static unsigned opens_next;
+static unsigned opens_next, opens_live;  /* live: replies still to patch (skip the scan at 0) */
 static struct { uint64_t fh; int32_t backing_id; int used; } pt_pending[INFLIGHT];
 
 static init_fn pyfuse3_init;
@@ -152,28 +150,49 @@ EXPORT struct fuse_session *fuse_session_new(struct fuse_args *args, const void 
     return real_session_new(args, ops_copy, op_size, userdata);
 }
 
-static void kill_fd(int fd, uint64_t nodeid)
+/* What the kernel does for a writer without CAP_FSETID: drop S_ISUID, and S_ISGID when the
+ * group may execute. `fd` may be an O_PATH fd. Returns 1 if the mode changed. */
+static int clear_setid(int fd)
 {
     struct stat s;
     if (fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
-        return;
+        return 0;
     mode_t kill = s.st_mode & S_ISUID;
     if ((s.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
         kill |= S_ISGID;
-    if (kill && fchmod(fd, s.st_mode & 07777 & ~kill) == 0) {
-        __atomic_add_fetch(&st.kills_write, 1, __ATOMIC_RELAXED);
-        /* The kernel changes no cached mode on this path; without this, stat(2) would show
-         * the old bits until the attribute timeout. Attributes only: takes no inode lock. */
-        if (session && real_notify_inval_inode)
-            real_notify_inval_inode(session, nodeid, -1, 0);
-    }
+    if (!kill)
+        return 0;
+    mode_t mode = s.st_mode & 07777 & ~kill;
+    if (fchmod(fd, mode) == 0)
+        return 1;
+    if (errno != EBADF)  /* EBADF: an O_PATH fd; its /proc magic link takes a chmod */
+        return -1;
+    char path[32];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return fchmodat(AT_FDCWD, path, mode, 0) == 0 ? 1 : -1;
+}
+
+static void kill_fd(int fd, uint64_t nodeid)
+{
+    /* The kernel changes no cached mode on this path; without the invalidation stat(2)
+     * would show the old bits until the attribute timeout. Attributes only: no inode lock. */
+    if (clear_setid(fd) == 1 && session && real_notify_inval_inode)
+        real_notify_inval_inode(session, nodeid, -1, 0);
 }
 
 static void queue_kill(uint64_t nodeid)
 {
     unsigned i = __atomic_fetch_add(&pending_next, 1, __ATOMIC_RELAXED) % PENDING;
     __atomic_store_n(&pending[i], nodeid, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&st.kills_queued, 1, __ATOMIC_RELAXED);
+}
+
+static void note_open(const struct fuse_in_header *in)
+{
+    unsigned i = opens_next++ % INFLIGHT;
+    if (!opens[i].unique)
+        opens_live++;  /* else it replaces one whose reply never came */
+    opens[i].unique = in->unique;
+    opens[i].opcode = in->opcode;
 }
 
 static void inspect_request(const char *buf, size_t len)
@@ -200,16 +219,12 @@ static void inspect_request(const char *buf, size_t len)
         }
         break;
     case FUSE_CREATE:
-        if (st.passthrough) {
-            opens[opens_next % INFLIGHT].unique = in->unique;
-            opens[opens_next++ % INFLIGHT].opcode = in->opcode;
-        }
+        if (st.passthrough)
+            note_open(in);
         break;
     case FUSE_OPEN:
-        if (st.passthrough) {
-            opens[opens_next % INFLIGHT].unique = in->unique;
-            opens[opens_next++ % INFLIGHT].opcode = in->opcode;
-        }
+        if (st.passthrough)
+            note_open(in);
         if (st.killpriv_v2 && alen >= sizeof(struct fuse_open_in)) {
             const struct fuse_open_in *o = (const void *)arg;
             if ((o->flags & O_TRUNC) && (o->open_flags & FUSE_OPEN_KILL_SUIDGID))
@@ -245,6 +260,7 @@ static void patch_open_reply(struct fuse_out_header *out, struct iovec *iov, int
             continue;
         size_t at = opens[i].opcode == FUSE_CREATE ? sizeof(struct fuse_entry_out) : 0;
         opens[i].unique = 0;
+        opens_live--;
         if (out->error != 0 || count < 2 || iov[1].iov_len < at + sizeof(struct fuse740_open_out))
             return;
         struct fuse740_open_out *o = (void *)((char *)iov[1].iov_base + at);
@@ -253,7 +269,6 @@ static void patch_open_reply(struct fuse_out_header *out, struct iovec *iov, int
                 o->open_flags |= FUSE740_FOPEN_PASSTHROUGH;
                 o->backing_id = pt_pending[j].backing_id;
                 pt_pending[j].used = 0;
-                st.passthrough_opens++;
                 return;
             }
         }
@@ -264,9 +279,9 @@ static void patch_open_reply(struct fuse_out_header *out, struct iovec *iov, int
 static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     (void)userdata;
-    if (st.passthrough && count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header))
+    if (opens_live && iov[0].iov_len >= sizeof(struct fuse_out_header))
         patch_open_reply(iov[0].iov_base, iov, count);
-    if (st.init_seen && !st.reply_flags && count >= 2 &&
+    if (st.init_seen && !st.init_replied && count >= 2 &&
         iov[0].iov_len >= sizeof(struct fuse_out_header)) {
         struct fuse_out_header *out = iov[0].iov_base;
         if (out->unique == st.init_unique && out->error == 0 &&
@@ -284,7 +299,7 @@ static ssize_t hook_writev(int fd, struct iovec *iov, int count, void *userdata)
                 o2->max_stack_depth = (uint32_t)st.want_passthrough;
                 st.passthrough = 1;
             }
-            st.reply_flags = o->flags | 0x80000000u;  /* mark as seen even if 0 */
+            st.init_replied = 1;
         }
     }
     return writev(fd, iov, count);
@@ -330,20 +345,15 @@ static PyObject *py_enable(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *py_status(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:O,s:O,s:O,s:I,s:k,s:k,s:O,s:O,s:O,s:K,s:K,s:K}",
+        "{s:O,s:O,s:O,s:O,s:I,s:O,s:O,s:O}",
         "enabled", st.enabled ? Py_True : Py_False,
         "hooked", st.new_hooked ? Py_True : Py_False,
         "io_installed", st.io_installed ? Py_True : Py_False,
-        "init_seen", st.init_seen ? Py_True : Py_False,
+        "init_replied", st.init_replied ? Py_True : Py_False,
         "kernel_minor", st.kernel_minor,
-        "kernel_flags", (unsigned long)st.kernel_flags,
-        "reply_flags", (unsigned long)(st.reply_flags & 0x7fffffffu),
         "killpriv_v2", st.killpriv_v2 ? Py_True : Py_False,
         "passthrough", st.passthrough ? Py_True : Py_False,
-        "passthrough_requested", st.want_passthrough ? Py_True : Py_False,
-        "passthrough_opens", (unsigned long long)st.passthrough_opens,
-        "kills_write", (unsigned long long)st.kills_write,
-        "kills_queued", (unsigned long long)st.kills_queued);
+        "passthrough_requested", st.want_passthrough ? Py_True : Py_False);
 }
 
 static PyObject *py_take_kill(PyObject *self, PyObject *arg)
@@ -412,15 +422,15 @@ static PyObject *py_passthrough_reply(PyObject *self, PyObject *args)
     return NULL;
 }
 
-static PyObject *py_passthrough_cancel(PyObject *self, PyObject *arg)
+static PyObject *py_clear_setid(PyObject *self, PyObject *arg)
 {
-    unsigned long long fh = PyLong_AsUnsignedLongLong(arg);
+    int fd = PyLong_AsLong(arg);
     if (PyErr_Occurred())
         return NULL;
-    for (unsigned j = 0; j < INFLIGHT; j++)
-        if (pt_pending[j].used && pt_pending[j].fh == fh)
-            pt_pending[j].used = 0;
-    Py_RETURN_NONE;
+    int r = clear_setid(fd);
+    if (r < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(r);
 }
 
 static PyMethodDef methods[] = {
@@ -433,8 +443,9 @@ static PyMethodDef methods[] = {
     {"passthrough_reply", py_passthrough_reply, METH_VARARGS,
      "passthrough_reply(fh, backing_id): answer the open being handled for fh with "
      "FOPEN_PASSTHROUGH and this backing id."},
-    {"passthrough_cancel", py_passthrough_cancel, METH_O,
-     "passthrough_cancel(fh): the open failed after passthrough_reply()."},
+    {"clear_setid", py_clear_setid, METH_O,
+     "clear_setid(fd) -> bool: drop suid, and sgid if group-executable, as the kernel does "
+     "for a writer without CAP_FSETID (fd may be O_PATH); True if the mode changed."},
     {"enable", (PyCFunction)(void (*)(void))py_enable, METH_VARARGS | METH_KEYWORDS,
      "enable(killpriv_v2=True, passthrough_depth=0): tune the next pyfuse3 session (call "
      "before pyfuse3.init); passthrough_depth > 0 offers kernel passthrough with that "

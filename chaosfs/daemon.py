@@ -153,7 +153,8 @@ async def _after_start() -> None:
     """Log what the FUSE connection got."""
     # INIT is answered by the loop's first iterations, a moment after "ready".
     for _ in range(50):
-        if not fuseconn.status()["enabled"] or fuseconn.status()["reply_flags"]:
+        s = fuseconn.status()
+        if not s["enabled"] or s["init_replied"]:
             break
         await trio.sleep(0.02)
     log.info("FUSE connection: %s", fuseconn.describe())

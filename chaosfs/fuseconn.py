@@ -12,18 +12,13 @@ import sys
 _flags = sys.getdlopenflags()
 sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
 try:
-    from chaosfs import _fuseconn
+    from chaosfs import _fuseconn  # noqa: F401  (loaded here, RTLD_GLOBAL)
 finally:
     sys.setdlopenflags(_flags)
 
-enable = _fuseconn.enable
-status = _fuseconn.status
-take_kill = _fuseconn.take_kill
-passthrough_active = _fuseconn.passthrough_active
-backing_open = _fuseconn.backing_open
-backing_close = _fuseconn.backing_close
-passthrough_reply = _fuseconn.passthrough_reply
-passthrough_cancel = _fuseconn.passthrough_cancel
+from chaosfs._fuseconn import (  # noqa: E402  (the API, re-exported)
+    backing_close, backing_open, clear_setid, enable, passthrough_active, passthrough_reply,
+    status, take_kill)
 
 
 def describe() -> str:

@@ -46,18 +46,6 @@ def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def kill_suidgid(fd: int) -> None:
-    """What the kernel does for a writer without CAP_FSETID and what, under
-    HANDLE_KILLPRIV_V2, it leaves to us for truncate and O_TRUNC: drop S_ISUID, and S_ISGID
-    when the group may execute. `fd` may be an O_PATH fd."""
-    mode = os.stat(fd).st_mode
-    kill = mode & stat.S_ISUID
-    if mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP:
-        kill |= stat.S_ISGID
-    if kill and stat.S_ISREG(mode):
-        os.chmod(proc_path(fd), stat.S_IMODE(mode) & ~kill)
-
-
 # Handle.io: which of the node's open counts this open holds.
 IO_UNCOUNTED, IO_CACHED, IO_PASSTHROUGH = 0, 1, 2
 
@@ -384,7 +372,7 @@ class FsOperations(pyfuse3.Operations):
             # for a symlink (its target is not followed), whatever names it has now.
             _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
         if kill:
-            kill_suidgid(fd)
+            fuseconn.clear_setid(fd)
         return self._entry(node, os.stat(fd))
 
     @fuse_op("readlink")
@@ -627,12 +615,12 @@ class FsOperations(pyfuse3.Operations):
         fd = os.open(proc_path(self.inodes.fd(node)), (flags & ~OPEN_STRIP) | os.O_CLOEXEC)
         if kill:
             try:
-                kill_suidgid(fd)
+                changed = fuseconn.clear_setid(fd)
             except OSError:
                 os.close(fd)
                 raise
-            # The kernel refreshes size, not mode, after an O_TRUNC open.
-            pyfuse3.invalidate_inode(inode, attr_only=True)
+            if changed:  # the kernel refreshes size, not mode, after an O_TRUNC open
+                pyfuse3.invalidate_inode(inode, attr_only=True)
         return self._file_info(fd, node, flags)
 
     @fuse_op("create")
