@@ -20,6 +20,9 @@ from chaosfs._fuseconn import (  # noqa: E402  (the API, re-exported)
     backing_close, backing_open, clear_setid, enable, passthrough_active, passthrough_reply,
     status, take_kill)
 
+__all__ = ["backing_close", "backing_open", "clear_setid", "describe", "enable",
+           "passthrough_active", "passthrough_reply", "status", "take_kill"]
+
 
 def describe() -> str:
     """One log line: what the connection got beyond what libfuse 3.14 negotiates."""

@@ -24,38 +24,38 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
+def _mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """(mount point, fstype) in mount order; [] if the table can't be read."""
+    out = []
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) >= 5 and right:
+                    out.append((_unescape(fields[4]), right.split()[0]))
+    except OSError:
+        return []
+    return out
+
+
 def mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """fstype of the topmost mount exactly at `path` (e.g. 'fuse.chaosfs'), else None."""
     path = os.path.abspath(path)
     found = None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) >= 5 and _unescape(fields[4]) == path:
-                    found = right.split()[0]
-    except OSError:
-        return None
+    for mp, fstype in _mounts(mountinfo):
+        if mp == path:
+            found = fstype
     return found
 
 
 def fs_type_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
-    """fstype of the mount holding `path` (the deepest mount point above it)."""
+    """fstype of the mount holding `path` (the deepest, topmost mount point above it)."""
     path = os.path.realpath(path)
     best, found = -1, None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) < 5:
-                    continue
-                mp = _unescape(fields[4])
-                if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= best:
-                    best, found = len(mp), right.split()[0]
-    except OSError:
-        return None
+    for mp, fstype in _mounts(mountinfo):
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= best:
+            best, found = len(mp), fstype
     return found
 
 

@@ -80,6 +80,21 @@ class Daemon:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
 
+    def wait_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it holds `text` (or at the timeout, for the caller's assertion)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.log_text()
+
+    def method_counts(self) -> dict[str, int]:
+        """Requests served per FUSE method, from the Stats RPC."""
+        import grpc
+        from chaosfs.proto import faults_pb2, faults_pb2_grpc
+        with grpc.insecure_channel(self.addr) as ch:
+            st = faults_pb2_grpc.FaultsStub(ch).Stats(faults_pb2.StatsRequest(), timeout=10)
+        return {m.method: m.count for m in st.methods}
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
         if self.proc is None:
             return None

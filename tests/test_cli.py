@@ -58,6 +58,11 @@ BAD = {
     "positional argument": (["-pidfile=run/pid", "-original=o", "-mountpoint=m", "extra"], "extra"),
     "bad bool": (["-version=maybe"], "maybe"),
     "bad number": (["-workers=lots", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-workers"),
+    "bad fsync mode": (["-fsync=sometimes", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "thread or inline"),
+    "bad passthrough mode": (["-passthrough=always", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "off or unmatched"),
+    "passthrough without hooks": (["-passthrough=unmatched", "-fuse-hooks=false", "-pidfile=run/pid",
+                                   "-original=o", "-mountpoint=m"], "-passthrough needs -fuse-hooks"),
+    "bad killpriv bool": (["-killpriv-v2=maybe", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "maybe"),
 }
 
 
@@ -366,3 +371,19 @@ def test_relative_paths(daemon_factory):
     works(d)
     assert d.stop() == 0
     assert not d.pidfile.exists() and mount_type(str(d.mountpoint)) is None
+
+
+def test_fs_type_of_picks_the_deepest_topmost_mount(tmp_path: Path):
+    # -passthrough sizes max_stack_depth from the file system holding -original.
+    from chaosfs.mounts import fs_type_of
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "2 1 0:5 / /var/lib/a\\040b rw - overlay overlay rw\n"
+        "3 1 0:6 / /var/lib rw - tmpfs tmpfs rw\n"
+        "4 3 0:7 / /var/lib rw - xfs /dev/sdb rw\n")
+    assert fs_type_of("/var/lib/a b/data", str(info)) == "overlay"
+    assert fs_type_of("/var/lib/ab", str(info)) == "xfs"  # mounted over the tmpfs
+    assert fs_type_of("/var/lib", str(info)) == "xfs"
+    assert fs_type_of("/etc", str(info)) == "ext4"
+    assert fs_type_of("/etc", str(tmp_path / "missing")) is None

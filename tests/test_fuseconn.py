@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-
-from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
 
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 WRITES = 300
-
-
-def method_counts(addr: str) -> dict[str, int]:
-    with grpc.insecure_channel(addr) as ch:
-        st = faults_pb2_grpc.FaultsStub(ch).Stats(fpb.StatsRequest(), timeout=10)
-    return {m.method: m.count for m in st.methods}
 
 
 def write_many(path: Path) -> None:
@@ -35,22 +25,12 @@ def write_many(path: Path) -> None:
         os.close(fd)
 
 
-def wait_for_log(d, text: str, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = d.log_text()
-        if text in log:
-            return log
-        time.sleep(0.05)
-    return d.log_text()
-
-
 def test_connection_is_tuned_and_writes_are_not_probed(daemon_factory):
     d = daemon_factory()
-    log = wait_for_log(d, "FUSE connection")
+    log = d.wait_log("FUSE connection")
     assert "requests read without splice; HANDLE_KILLPRIV_V2 negotiated" in log
     write_many(d.mountpoint / "f")
-    counts = method_counts(d.addr)
+    counts = d.method_counts()
     assert counts["write"] >= WRITES
     # The kernel's security.capability probe: once per inode (then S_NOSEC), not per write.
     assert counts.get("getxattr", 0) <= 2, counts
@@ -58,14 +38,14 @@ def test_connection_is_tuned_and_writes_are_not_probed(daemon_factory):
 
 def test_killpriv_v2_can_be_turned_off(daemon_factory):
     d = daemon_factory("-killpriv-v2=false")
-    assert "requests read without splice; HANDLE_KILLPRIV_V2 not negotiated" in wait_for_log(d, "FUSE connection")
+    assert "requests read without splice; HANDLE_KILLPRIV_V2 not negotiated" in d.wait_log("FUSE connection")
     write_many(d.mountpoint / "f")
     assert (d.mountpoint / "f").stat().st_size == WRITES * 4096
 
 
 def test_hooks_can_be_turned_off(daemon_factory):
     d = daemon_factory("-fuse-hooks=false")
-    assert "FUSE connection: libfuse defaults" in wait_for_log(d, "FUSE connection")
+    assert "FUSE connection: libfuse defaults" in d.wait_log("FUSE connection")
     write_many(d.mountpoint / "f")
     assert (d.original / "f").read_bytes() == b"w" * 4096 * WRITES
 
@@ -76,7 +56,7 @@ def test_explicit_getxattr_still_reaches_the_daemon(daemon_factory):
     os.setxattr(d.mountpoint / "x", "user.k", b"v")
     assert os.getxattr(d.mountpoint / "x", "user.k") == b"v"
     assert os.getxattr(d.original / "x", "user.k") == b"v"
-    assert method_counts(d.addr).get("getxattr", 0) >= 1
+    assert d.method_counts().get("getxattr", 0) >= 1
 
 
 # ---- set-id bits: what the kernel left to us, against native -------------------------------
