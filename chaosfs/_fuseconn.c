@@ -95,9 +95,10 @@ static uint64_t pending[PENDING];
 static unsigned pending_next;
 
 /* OPEN/CREATE requests awaiting their reply (unique, opcode), and the passthrough answers
- * the Python handlers registered for them (fh -> backing id). Both tiny: entries live
- * for one request. Touched only on the FUSE loop's thread. */
-#define INFLIGHT 256
+ * the Python handlers registered for them (fh -> backing id). Entries live for one request;
+ * sized for -workers' maximum (1024 requests in flight), so neither table can overflow and
+ * leave a stale fh behind. Touched only on the FUSE loop's thread. */
+#define INFLIGHT 1024
 static struct { uint64_t unique; uint32_t opcode; } opens[INFLIGHT];
 static unsigned opens_next, opens_live;  /* live: replies still to patch (skip the scan at 0) */
 static struct { uint64_t fh; int32_t backing_id; int used; } pt_pending[INFLIGHT];

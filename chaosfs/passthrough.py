@@ -572,7 +572,13 @@ class FsOperations(pyfuse3.Operations):
                 return False
             finally:
                 os.close(bfd)
-        fuseconn.passthrough_reply(h.fd, node.backing_id)
+        try:
+            fuseconn.passthrough_reply(h.fd, node.backing_id)
+        except RuntimeError:  # more opens in flight than the hook's table holds (-workers)
+            if node.pt_opens == 0:
+                fuseconn.backing_close(node.backing_id)
+                node.backing_id = -1
+            return False
         node.pt_opens += 1
         h.io = IO_PASSTHROUGH
         return True
