@@ -172,7 +172,9 @@ def run(cfg: Config) -> int:
     ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
         cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline",
         passthrough=cfg.passthrough != "off")
-    engine = FaultEngine(ops.gate, make_invalidator(ops), bypassed=ops.bypassed_paths)
+    # Only passthrough opens can bypass a rule: without them, rule changes skip the scan.
+    engine = FaultEngine(ops.gate, make_invalidator(ops),
+                         bypassed=ops.bypassed_paths if cfg.passthrough != "off" else None)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
                              tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)

@@ -432,6 +432,8 @@ class FaultEngine:
                             ", ".join(sorted(paths)[:10]) + (" ..." if len(paths) > 10 else ""))
             with self._lock:
                 self._bypassed.update(found)
+                for rid in [k for k in self._bypassed if k not in self._rules]:
+                    del self._bypassed[rid]  # removed before anyone asked
         return result
 
     def bypassed(self, rule_id: str) -> list[str]:
