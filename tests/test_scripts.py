@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INIT = str(BIN / "chaosfs-init")
 WAIT = str(BIN / "chaosfs-wait-fuse")
-SEED = ROOT.parent / "shared" / "seed" / "sidecar-template-0.9.1.txt"
+# the usage texts of the seed page, kept in the repo so a plain clone runs these tests
+SEED = ROOT / "tests" / "data" / "chaos-scripts-usage-0.9.1.txt"
+SEED_PAGE = ROOT.parent / "shared" / "seed" / "sidecar-template-0.9.1.txt"
 BUILD_CACHE = Path(os.environ.get("CHAOSFS_SCRIPTS_BUILD_CACHE", "/var/cache/chaosfs-scripts-build"))
 MAX_EXECUTABLE_SIZE = 10 * 1024 * 1024
 
@@ -35,9 +37,9 @@ def timed(*argv: str, **kw) -> tuple[subprocess.CompletedProcess, float]:
     return result, time.monotonic() - start
 
 
-def seed_block(command: str) -> list[str]:
+def seed_block(command: str, page: Path = SEED) -> list[str]:
     """The 'Expected output' lines the seed page shows for `$ ./scripts/<command> -h`."""
-    lines = SEED.read_text().splitlines()
+    lines = page.read_text().splitlines()
     start = lines.index(f"$ ./scripts/{command} -h")
     start = lines.index("Expected output:", start) + 2
     end = lines.index("", start) if "" in lines[start:] else len(lines)
@@ -45,6 +47,13 @@ def seed_block(command: str) -> list[str]:
 
 
 # ---- usage, options, messages -----------------------------------------------------------
+
+def test_expected_usage_texts_live_in_the_repo():
+    assert SEED.is_relative_to(ROOT) and SEED.is_file()
+    if SEED_PAGE.is_file():  # next to the shared seed: the copy must still say the same
+        for command in ("init.sh", "wait-fuse.sh"):
+            assert seed_block(command) == seed_block(command, SEED_PAGE)
+
 
 def test_init_usage_is_the_seed_text_plus_the_pid_file_option():
     expected = seed_block("init.sh")
