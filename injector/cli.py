@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from injector import pipeline
 from injector.config import (
     DEFAULT_CONFIGMAP_LABELS,
     DEFAULT_TEMPLATE_LABELS,
@@ -24,19 +25,12 @@ from injector.config import (
     ConfigSet,
     ConfigStore,
     InjectionConfig,
-    PodSelector,
     SidecarTemplate,
     Settings,
     injection_configs_from_configmap,
+    parse_label_selector,
 )
-from injector.inject import (
-    InjectionError,
-    InjectOptions,
-    SidecarConfig,
-    inject,
-    parse_sidecar_config,
-    pod_template_of,
-)
+from injector.inject import InjectionError, InjectOptions, parse_sidecar_config
 from injector.manifests import (
     DEFAULT_KUBE_VERSION,
     ManifestError,
@@ -44,7 +38,6 @@ from injector.manifests import (
     iter_objects,
     load_stream,
     map_objects,
-    validate_object,
 )
 
 PROG = "chaos-injector"
@@ -111,25 +104,19 @@ def template_from_file(path: str) -> SidecarTemplate:
         fail(str(exc))
 
 
-def template_from_dir(directory: str, name: str) -> SidecarTemplate:
-    """Find the template ConfigMap called ``name`` among the manifests under ``directory``."""
-    if not os.path.isdir(directory):
-        return template_from_configmap_file(directory, name)
-    seen: list[str] = []
-    for root, _dirs, files in os.walk(directory):
-        for fname in sorted(files):
-            if not fname.endswith((".yaml", ".yml", ".json")):
-                continue
-            full = os.path.join(root, fname)
-            for cm in _configmaps_in(full, "template ConfigMap"):
-                cm_name = (cm.get("metadata") or {}).get("name")
-                seen.append(str(cm_name))
-                if cm_name == name:
-                    try:
-                        return SidecarTemplate.from_configmap(cm)
-                    except ConfigError as exc:
-                        fail(f"{full}: {exc}")
-    fail(f"template {name!r} not found in {directory} (found: {', '.join(seen) or 'none'})")
+def templates_in(path: str) -> ConfigSet:
+    """The template ConfigMaps in ``path`` (directory or file), recognised as the webhook's
+    ``--config-dir`` recognises them: by label (TEMPLATE_LABELS, default
+    app.kubernetes.io/component=template), any namespace."""
+    if not os.path.exists(path):
+        fail(f"--templates {path}: no such file or directory")
+    try:
+        labels = parse_label_selector(os.environ.get("TEMPLATE_LABELS") or DEFAULT_TEMPLATE_LABELS)
+    except ConfigError as exc:
+        fail(str(exc))
+    from injector.watch import load_config_dir
+
+    return load_config_dir(path, Settings("", labels, parse_label_selector(DEFAULT_CONFIGMAP_LABELS)))
 
 
 def injection_config_from_file(path: str, name: str | None) -> InjectionConfig:
@@ -157,12 +144,17 @@ def injection_config_from_file(path: str, name: str | None) -> InjectionConfig:
     return configs[0]
 
 
-def render_sidecar(tpl: SidecarTemplate, arguments: dict[str, str]) -> tuple[str, SidecarConfig]:
+def render_sidecar(tpl: SidecarTemplate, arguments: dict[str, str]) -> str:
     try:
         text = tpl.render(arguments)
-        return text, parse_sidecar_config(text, f"template {tpl.name}")
+        parse_sidecar_config(text, f"template {tpl.name}")
+        return text
     except (ConfigError, InjectionError) as exc:
         fail(str(exc))
+
+
+def warn(message: str) -> None:
+    click.echo(f"{PROG}: warning: {message}", err=True)
 
 
 def _check_version(kube_version: str, sidecar_mode: str) -> None:
@@ -210,7 +202,7 @@ def render(template_file: str | None, template_cm: str | None, sets: tuple[str, 
     args = parse_sets(sets)
     tpl = template_from_file(template_file) if template_file else \
         template_from_configmap_file(template_cm)
-    text, _ = render_sidecar(tpl, args)
+    text = render_sidecar(tpl, args)
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -245,48 +237,49 @@ def inject_cmd(filename: str, template_file: str | None, template_cm: str | None
         raise click.UsageError("--templates is only used with --config")
     _check_version(kube_version, sidecar_mode)
     args = parse_sets(sets)
-    selector: PodSelector | None = None
     if config_file:
         cfg = injection_config_from_file(config_file, config_name)
-        tpl = template_from_dir(templates_dir, cfg.template)
-        args = {**cfg.arguments, **args}
-        selector = cfg.selector
-        if missing_volumes is None:
-            missing_volumes = cfg.missing_volumes
+        configs = templates_in(templates_dir)
+        if cfg.template not in configs.templates:
+            found = ", ".join(sorted(configs.templates)) or "none"
+            fail(next((p.message for p in configs.problems
+                       if p.source.rsplit("/", 1)[-1] == cfg.template),
+                      f"template {cfg.template!r} not found in {templates_dir} (templates "
+                      f"there: {found}; a template ConfigMap carries the label "
+                      f"{DEFAULT_TEMPLATE_LABELS})"))
+        plan = pipeline.plan_for(cfg, configs, args)
     elif template_file:
-        tpl = template_from_file(template_file)
+        plan = pipeline.Plan(template_from_file(template_file), args)
     else:
-        tpl = template_from_configmap_file(template_cm)
-    _, sidecar = render_sidecar(tpl, args)
+        plan = pipeline.Plan(template_from_configmap_file(template_cm), args)
     try:
-        options = InjectOptions(sidecar_mode=sidecar_mode, missing_volumes=missing_volumes)
-    except InjectionError as exc:
+        options = pipeline.PipelineOptions(
+            InjectOptions(sidecar_mode=sidecar_mode, missing_volumes=missing_volumes),
+            kube_version)
+        plan.sidecar(kube_version)  # a broken template fails before any input is read
+    except (InjectionError, pipeline.PipelineError) as exc:
         fail(str(exc))
 
     stream = _load(read_text(filename, "manifests"), filename)
     if not stream.docs:
         fail(f"{filename}: no objects")
+    warnings: list[str] = []
 
     def one(obj: Any) -> Any:
         if not isinstance(obj, dict):
             fail(f"{filename}: a document is not a mapping")
-        pod = pod_template_of(obj)
-        if pod is not None and selector is not None:
-            meta = pod.get("metadata") or {}
-            ns = (obj.get("metadata") or {}).get("namespace") or "default"
-            if not selector.matches(ns, meta.get("labels"), meta.get("annotations")):
-                return obj
         try:
-            new = inject(obj, sidecar, options).obj
-        except InjectionError as exc:
+            out = pipeline.run(obj, plan, options)
+        except pipeline.PipelineError as exc:
+            if exc.reason == "invalid_output":
+                fail(f"output would be invalid: {exc}")
             fail(str(exc))
-        try:
-            validate_object(new, kube_version)
-        except ManifestError as exc:
-            fail(f"output would be invalid: {exc}")
-        return new
+        warnings.extend(out.warnings)
+        return out.obj
 
     out = [map_objects(doc, one) for doc in stream.docs]
+    for w in dict.fromkeys(warnings):
+        warn(w)
     click.echo(dump_stream(out, stream.fmt), nl=False)
 
 
@@ -404,22 +397,21 @@ def webhook(cert_file: str, key_file: str, address: str, port: int,
 
 
 def _namespace_annotations_in(directory: str) -> dict[str, dict[str, str]]:
+    from injector.watch import manifest_files
+
     out: dict[str, dict[str, str]] = {}
-    for root, _dirs, files in os.walk(directory):
-        for fname in sorted(files):
-            if not fname.endswith((".yaml", ".yml", ".json")):
-                continue
-            try:
-                with open(os.path.join(root, fname), encoding="utf-8") as f:
-                    stream = load_stream(f.read(), fname)
-            except (OSError, ManifestError):
-                continue  # already reported by load_config_dir
-            for doc in stream.docs:
-                for obj in iter_objects(doc):
-                    if isinstance(obj, dict) and obj.get("kind") == "Namespace":
-                        meta = obj.get("metadata") or {}
-                        if meta.get("name"):
-                            out[meta["name"]] = dict(meta.get("annotations") or {})
+    for full in manifest_files(directory):
+        try:
+            with open(full, encoding="utf-8") as f:
+                stream = load_stream(f.read(), full)
+        except (OSError, ManifestError):
+            continue  # already reported by load_config_dir
+        for doc in stream.docs:
+            for obj in iter_objects(doc):
+                if isinstance(obj, dict) and obj.get("kind") == "Namespace":
+                    meta = obj.get("metadata") or {}
+                    if meta.get("name"):
+                        out[meta["name"]] = dict(meta.get("annotations") or {})
     return out
 
 

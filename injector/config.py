@@ -15,6 +15,7 @@ A broken ConfigMap never stops the others: :func:`build_config_set` collects one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import re
@@ -244,6 +245,8 @@ class InjectionConfig:
     selector: PodSelector | None = None
     missing_volumes: str | None = None  # overrides the template's choice when set
     source: str = ""
+    # what reading the document dropped or reinterpreted; repeated with every injection
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def parse(cls, raw: Any, namespace: str = "", source: str = "") -> "InjectionConfig":
@@ -275,8 +278,7 @@ class InjectionConfig:
 
     def with_arguments(self, extra: Mapping[str, str]) -> "InjectionConfig":
         merged = {**self.arguments, **extra}
-        return InjectionConfig(self.name, self.template, merged, self.namespace, self.selector,
-                               self.missing_volumes, self.source)
+        return dataclasses.replace(self, arguments=merged)
 
 
 def injection_configs_from_configmap(obj: Any, default_namespace: str = ""

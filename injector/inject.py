@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import jsonpatch
 import yaml
 
+from injector.manifests import DEFAULT_KUBE_VERSION
+
 from injector.config import (
     MISSING_VOLUME_POLICIES,
     SIDECAR_MODES,
@@ -55,6 +57,8 @@ class SidecarConfig:
     host_aliases: tuple[dict, ...] = ()
     share_process_namespace: bool | None = None
     missing_volumes: str = "error"
+    # what reading the template dropped or reinterpreted (unknown keys, case-folded keys)
+    warnings: tuple[str, ...] = ()
 
 
 def _named_list(raw: Any, key: str, where: str, required: tuple[str, ...] = ("name",)) -> tuple:
@@ -78,7 +82,8 @@ def _named_list(raw: Any, key: str, where: str, required: tuple[str, ...] = ("na
 
 
 def parse_sidecar_config(rendered: str | Mapping[str, Any] | None,
-                         where: str = "rendered template") -> SidecarConfig:
+                         where: str = "rendered template",
+                         kube_version: str = DEFAULT_KUBE_VERSION) -> SidecarConfig:
     """Parse and check the rendered template text (or its already-loaded YAML)."""
     if isinstance(rendered, str):
         try:

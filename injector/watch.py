@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from injector.config import (
+    ConfigProblem,
     ConfigSet,
     ConfigStore,
     Settings,
@@ -129,34 +130,42 @@ class Debouncer:
 # offline source: a directory of ConfigMap manifests (for `webhook --config-dir` and tests)
 
 
+def manifest_files(path: str) -> list[str]:
+    """``path`` itself when it is a file, else every *.yaml/*.yml/*.json file under it."""
+    if not os.path.isdir(path):
+        return [path]
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found.extend(os.path.join(root, f) for f in sorted(files)
+                     if f.endswith((".yaml", ".yml", ".json")))
+    return found
+
+
 def load_config_dir(path: str, settings: Settings) -> ConfigSet:
-    """Read every *.yaml/*.yml/*.json file under ``path``; sort ConfigMaps by the selectors."""
+    """Read the manifests in ``path`` (a directory or one file); sort ConfigMaps by the
+    selectors. Unreadable files become problems, like invalid ConfigMaps."""
     templates, injections = [], []
     extra_problems = []
-    for root, _dirs, files in os.walk(path):
-        for fname in sorted(files):
-            if not fname.endswith((".yaml", ".yml", ".json")):
-                continue
-            full = os.path.join(root, fname)
-            try:
-                with open(full, encoding="utf-8") as f:
-                    stream = load_stream(f.read(), full)
-            except (OSError, ManifestError) as exc:
-                extra_problems.append(str(exc))
-                continue
-            for doc in stream.docs:
-                for obj in iter_objects(doc):
-                    if not isinstance(obj, dict) or obj.get("kind") != "ConfigMap":
-                        continue
-                    labels = (obj.get("metadata") or {}).get("labels") or {}
-                    if labels_match(settings.template_labels, labels):
-                        templates.append(obj)
-                    elif labels_match(settings.configmap_labels, labels):
-                        injections.append(obj)
+    for full in manifest_files(path):
+        try:
+            with open(full, encoding="utf-8") as f:
+                stream = load_stream(f.read(), full)
+        except (OSError, ManifestError) as exc:
+            extra_problems.append(str(exc))
+            continue
+        for doc in stream.docs:
+            for obj in iter_objects(doc):
+                if not isinstance(obj, dict) or obj.get("kind") != "ConfigMap":
+                    continue
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                if labels_match(settings.template_labels, labels):
+                    templates.append(obj)
+                elif labels_match(settings.configmap_labels, labels):
+                    injections.append(obj)
     # a template manifest without a namespace belongs to the injector's namespace
     cs = build_config_set(templates, injections, settings.template_namespace)
     if extra_problems:
-        from injector.config import ConfigProblem
         cs = ConfigSet(cs.templates, cs.configs,
                        cs.problems + tuple(ConfigProblem(path, p) for p in extra_problems))
     return cs

@@ -24,9 +24,10 @@ from typing import Any, Callable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from injector import pipeline
 from injector.config import ConfigError, ConfigStore, annotation
-from injector.inject import InjectionError, InjectOptions, inject, is_injected, parse_sidecar_config
-from injector.manifests import DEFAULT_KUBE_VERSION, ManifestError, validate_object
+from injector.inject import InjectOptions, is_injected
+from injector.manifests import DEFAULT_KUBE_VERSION
 
 log = logging.getLogger("chaos-injector.webhook")
 
@@ -49,6 +50,10 @@ class WebhookOptions:
     ignored_namespaces: tuple[str, ...] = ()  # regexes
     kube_version: str = DEFAULT_KUBE_VERSION
     validate: bool = True
+
+    @property
+    def pipeline(self) -> pipeline.PipelineOptions:
+        return pipeline.PipelineOptions(self.inject, self.kube_version, self.validate)
 
     def __post_init__(self) -> None:
         for pattern in self.allowed_namespaces + self.ignored_namespaces:
@@ -201,46 +206,34 @@ class Webhook:
             return self._fail(ref, "config_not_found",
                               f"injection config {config_name!r} not found in namespace "
                               f"{namespace}{why}")
-        if cfg.selector is not None and not cfg.selector.matches(
-                namespace, meta.get("labels"), meta.get("annotations")):
-            d = Decision("skipped", f"pod does not match the selector of {ref}", ref)
-            d.warnings.append(f"chaos-injector: not injected: {d.reason}")
-            return d
-        tpl = configs.templates.get(cfg.template)
-        if tpl is None:
-            return self._fail(ref, "template_not_found",
-                              f"template {cfg.template!r} (used by {ref}) not found")
         try:
-            rendered = tpl.render(cfg.arguments)
-            sidecar = parse_sidecar_config(rendered, f"template {tpl.name}")
-        except (ConfigError, InjectionError) as exc:
-            return self._fail(ref, "render", str(exc))
-        opts = self.options.inject
-        if cfg.missing_volumes:
-            opts = InjectOptions(opts.sidecar_mode, cfg.missing_volumes, opts.wait_script,
-                                 opts.wait_delay, opts.wait_retries)
-        obj = dict(pod)
-        obj.setdefault("apiVersion", "v1")
-        obj.setdefault("kind", "Pod")
-        try:
-            result = inject(obj, sidecar, opts)
-        except InjectionError as exc:
-            return self._fail(ref, "inject", str(exc))
-        if self.options.validate:
-            try:
-                validate_object(result.obj, self.options.kube_version)
-            except ManifestError as exc:
-                return self._fail(ref, "invalid_output", str(exc))
-        # The patch is computed against the object as received: kind/apiVersion added above for
-        # validation are not in the patch because they are in both.
+            plan = pipeline.plan_for(cfg, configs)
+            obj = dict(pod)
+            obj.setdefault("apiVersion", "v1")
+            obj.setdefault("kind", "Pod")
+            # The patch is computed against the object as received: kind/apiVersion added for
+            # validation are in both, so not in the patch.
+            out = pipeline.run(obj, plan, self.options.pipeline, namespace)
+        except pipeline.PipelineError as exc:
+            return self._fail(ref, exc.reason, str(exc), cfg.warnings)
+        for w in out.warnings:
+            log.warning("%s: %s", ref, w)
+        warnings = [f"chaos-injector: {w}" for w in out.warnings]
+        if not out.selected:
+            return Decision("skipped", out.reason, ref,
+                            warnings=warnings + [f"chaos-injector: not injected: {out.reason}"])
+        if not out.injected:
+            return Decision("skipped", out.reason, ref, warnings=warnings)
         self.metrics.injections.labels(ref).inc()
-        return Decision("injected", "", ref, result.patch)
+        return Decision("injected", "", ref, out.patch, warnings)
 
-    def _fail(self, config: str, reason: str, message: str) -> Decision:
+    def _fail(self, config: str, reason: str, message: str,
+              warnings: tuple[str, ...] = ()) -> Decision:
         self.metrics.failures.labels(config, reason).inc()
         log.warning("not injected (%s): %s", reason, message)
         return Decision("error", message, config,
-                        warnings=[f"chaos-injector: not injected: {message}"])
+                        warnings=[f"chaos-injector: {w}" for w in warnings]
+                        + [f"chaos-injector: not injected: {message}"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,6 +112,42 @@ def test_config_selector_limits_what_is_injected(tmp_path: Path) -> None:
     assert yaml.safe_load(proc.stdout) == yaml.safe_load((DATA / "tikv-pod.yaml").read_text())
 
 
+def test_cli_and_webhook_run_one_pipeline(tmp_path: Path) -> None:
+    from injector.config import ConfigStore, Settings
+    from injector.watch import load_config_dir
+    from injector.webhook import Webhook
+
+    confdir = tmp_path / "configs"
+    confdir.mkdir()
+    (confdir / "template.yaml").write_text(SEED.read_text())
+    (confdir / "config.yaml").write_text(EXAMPLE.read_text())
+    # an unrelated broken file is a problem of that file, for the CLI as for the webhook
+    (confdir / "notes.yaml").write_text("key: [unclosed\n")
+    pod_text = (DATA / "tikv-pod.yaml").read_text()
+    proc = run("inject", "-f", "-", "--config", str(EXAMPLE), "--templates", str(confdir),
+               stdin=pod_text)
+    assert proc.returncode == 0, proc.stderr
+    settings = Settings("chaos-testing", {"app.kubernetes.io/component": "template"},
+                        {"app.kubernetes.io/component": "webhook"})
+    hook = Webhook(ConfigStore(load_config_dir(str(confdir), settings)))
+    pod = yaml.safe_load(pod_text)
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"kind": "Pod"}, "resource": {"resource": "pods"},
+                        "namespace": "tikv", "operation": "CREATE", "object": pod}}
+    code, doc, decision = hook.review(json.dumps(body).encode())
+    assert code == 200 and decision.result == "injected", decision
+    patch = json.loads(base64.b64decode(doc["response"]["patch"]))
+    import jsonpatch
+    assert jsonpatch.apply_patch(pod, patch) == yaml.safe_load(proc.stdout)
+    # a template is found the way the webhook finds it: by its label
+    unlabelled = yaml.safe_load(SEED.read_text())
+    del unlabelled["metadata"]["labels"]
+    (confdir / "template.yaml").write_text(yaml.safe_dump(unlabelled))
+    one_line_error(run("inject", "-f", "-", "--config", str(EXAMPLE), "--templates",
+                       str(confdir), stdin=pod_text), 1,
+                   "a template ConfigMap carries the label app.kubernetes.io/component=template")
+
+
 def test_inject_errors(tmp_path: Path) -> None:
     pod = str(DATA / "tikv-pod.yaml")
     bad_yaml = tmp_path / "bad.yaml"
