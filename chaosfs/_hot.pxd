@@ -48,3 +48,4 @@ cdef class HotPath:
     cdef public FaultGate gate
     cdef public dict handles
     cdef public bint fsync_inline
+    cdef object _bad_fh(self, int method, double t0)

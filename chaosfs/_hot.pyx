@@ -6,7 +6,7 @@ no-rule path is: one flag test, one syscall with the GIL released, one bytes obj
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from libc.errno cimport errno, EINTR, EINVAL
+from libc.errno cimport errno, EINTR, EINVAL, EBADF
 from libc.string cimport memcpy
 from posix.types cimport off_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -199,20 +199,32 @@ cdef object _internal(str what):
     return FUSEError(5)
 
 
+_safe_errno = _m.safe_errno
+
+
 cdef class HotPath:
-    """read/write/fsync/flush/release for pyfuse3. `handles` maps fh -> Handle (fd, node)."""
+    """read/write/fsync/flush/release for pyfuse3. `handles` maps fh -> Handle (fd, node);
+    an fh not in it was never issued by us (EBADF), whatever fd number it happens to be."""
 
     def __cinit__(self):
         self.handles = {}
         self.gate = FaultGate()
 
+    cdef object _bad_fh(self, int method, double t0):
+        self.gate.record(method, t0, True)
+        return FUSEError(EBADF)
+
     async def read(self, fh, off, size):
         cdef double t0 = _now()
-        cdef int fd = fh
+        cdef object h = self.handles.get(fh)
+        cdef int fd
         cdef object v
+        if h is None:
+            raise self._bad_fh(M_READ, t0)
+        fd = fh
         if self.gate.active:
             try:
-                v = self.gate.check(M_READ, (<object>self.handles[fh]).node)
+                v = self.gate.check(M_READ, h.node)
             except Exception:
                 raise _internal("read")
             if v is not None:
@@ -236,11 +248,15 @@ cdef class HotPath:
 
     async def write(self, fh, off, buf):
         cdef double t0 = _now()
-        cdef int fd = fh
+        cdef object h = self.handles.get(fh)
+        cdef int fd
         cdef size_t n
+        if h is None:
+            raise self._bad_fh(M_WRITE, t0)
+        fd = fh
         if self.gate.active:
             try:
-                v = self.gate.check(M_WRITE, (<object>self.handles[fh]).node)
+                v = self.gate.check(M_WRITE, h.node)
             except Exception:
                 raise _internal("write")
             if v is not None:
@@ -264,15 +280,23 @@ cdef class HotPath:
 
     async def fsync(self, fh, datasync):
         cdef double t0 = _now()
-        cdef int fd = fh
+        cdef object h = self.handles.get(fh)
+        cdef int fd
         cdef int err
+        if h is None:
+            raise self._bad_fh(M_FSYNC, t0)
+        fd = fh
         if self.gate.active:
             try:
-                v = self.gate.check(M_FSYNC, (<object>self.handles[fh]).node)
+                v = self.gate.check(M_FSYNC, h.node)
             except Exception:
                 raise _internal("fsync")
             if v is not None:
-                await v.apply_plain()
+                try:
+                    await v.apply_plain()
+                except FUSEError:
+                    self.gate.record(M_FSYNC, t0, True)
+                    raise
         if self.fsync_inline:
             # -fsync=inline: no thread hop (a WAL writer's fsync=1 pattern gains most), but
             # the loop serves nothing else while the disk syncs.
@@ -282,34 +306,47 @@ cdef class HotPath:
             err = await trio.to_thread.run_sync(_sync, fd, bool(datasync))
         self.gate.record(M_FSYNC, t0, err != 0)
         if err:
-            raise FUSEError(err)
+            raise FUSEError(_safe_errno(M_FSYNC, err))
 
     async def flush(self, fh):
         cdef double t0 = _now()
-        cdef int fd = fh
-        cdef int nfd, rc
+        cdef object h = self.handles.get(fh)
+        cdef int fd
+        cdef int nfd, rc, err
+        if h is None:
+            raise self._bad_fh(M_FLUSH, t0)
+        fd = fh
         if self.gate.active:
             try:
-                v = self.gate.check(M_FLUSH, (<object>self.handles[fh]).node)
+                v = self.gate.check(M_FLUSH, h.node)
             except Exception:
                 raise _internal("flush")
             if v is not None:
-                await v.apply_plain()
+                try:
+                    await v.apply_plain()
+                except FUSEError:
+                    self.gate.record(M_FLUSH, t0, True)
+                    raise
         # close(dup(fd)) gives the backing fs the close-time hook (and error) of a real close.
         with nogil:
             nfd = dup(fd)
             rc = close(nfd) if nfd >= 0 else -1
+            err = errno
         self.gate.record(M_FLUSH, t0, rc < 0)
         if rc < 0:
-            raise FUSEError(errno)
+            raise FUSEError(_safe_errno(M_FLUSH, err))
 
     async def release(self, fh):
         cdef double t0 = _now()
         cdef int fd = fh
         h = self.handles.pop(fh, None)
-        if h is not None and h.io:
+        if h is None:
+            # Never ours (or released already): closing it would close some other fd.
+            self.gate.record(M_RELEASE, t0, True)
+            return
+        if h.io:
             self.release_io(h)
-        if self.gate.active and h is not None:
+        if self.gate.active:
             try:
                 v = self.gate.check(M_RELEASE, h.node)
                 if v is not None:

@@ -23,17 +23,20 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs._hot import FaultGate
-from chaosfs.methods import ALL_METHODS, DELAY_ONLY, METHOD_ID
+from chaosfs.methods import (ALL_METHODS, DELAY_ONLY, ENOSYS_STANDIN, ENOSYS_STICKY, MAX_REPLY_ERRNO,
+                             METHOD_ID, NEVER_FIRE)
 
 log = logging.getLogger("chaosfs.faults")
 
-MAX_ERRNO = 4095
-MAX_DELAY_US = 3600 * 1_000_000
+MAX_ERRNO = MAX_REPLY_ERRNO  # 512 and up: the kernel refuses the reply, the app hangs
+MAX_DELAY_US = (1 << 32) - 1  # 0.9's uint32 µs: ~71.6 minutes
 MAX_PATTERN = 4096
 MAX_CORRUPT_LEN = 1 << 20
 MAX_OCCURRENCES = 1024
 MAX_TTL = 7 * 24 * 3600.0
 COMPAT_RANDOM_ERRNOS = tuple(range(7, 54))  # 0.9: uniform over 7..53
+# The same draw where ENOSYS (38, inside 7..53) would switch the operation off for the mount.
+COMPAT_RANDOM_SAFE = tuple(e for e in COMPAT_RANDOM_ERRNOS if e != E.ENOSYS)
 
 # Realistic errors per operation, for `errno.random` in chaosfs.v1 (what the syscall's man
 # page says a sick disk or a full fs returns).
@@ -230,13 +233,21 @@ def validate_rule(rule: Rule) -> Rule:
     if not (0.0 <= rule.probability <= 100.0) or rule.probability != rule.probability:
         raise RuleError("probability", f"{rule.probability} is outside 0..100")
     if rule.errno < 0 or rule.errno > MAX_ERRNO:
-        raise RuleError("errno", f"{rule.errno} is outside 1..{MAX_ERRNO}")
+        raise RuleError("errno", f"{rule.errno} is outside 1..{MAX_ERRNO} (the kernel refuses "
+                        "a reply error of 512 or more and the app's call would hang)")
+    if rule.errno == E.ENOSYS:
+        sticky = sorted(ENOSYS_STICKY) if rule.methods is None else sorted(rule.methods & ENOSYS_STICKY)
+        if sticky:
+            name = ALL_METHODS[sticky[0]]
+            raise RuleError("errno", f"ENOSYS on {name!r} would make the kernel switch {name!r} "
+                            f"off for the whole mount until remount; use EOPNOTSUPP ({ENOSYS_STANDIN}) "
+                            "or name methods without it")
     if rule.random_errno and rule.errno:
         raise RuleError("errno", "give a fixed errno or random, not both")
     if not (0 <= rule.delay_us <= MAX_DELAY_US):
-        raise RuleError("delay", "must be between 0 and 1 hour")
+        raise RuleError("delay", f"must be between 0 and {MAX_DELAY_US} µs (~71 minutes)")
     if not (0 <= rule.jitter_us <= MAX_DELAY_US):
-        raise RuleError("delay.jitter", "must be between 0 and 1 hour")
+        raise RuleError("delay.jitter", f"must be between 0 and {MAX_DELAY_US} µs (~71 minutes)")
     if rule.corrupt is not None:
         c = rule.corrupt
         if c.mode not in CORRUPT_MODES:
@@ -458,6 +469,10 @@ class FaultEngine:
         """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""
         auto = not rule.id
         checked = validate_rule(replace(rule, id="r0") if auto else rule)
+        idle = never_firing(checked)
+        if idle:
+            log.warning("rule %s: the kernel never sends %s to chaosfs (it handles them "
+                        "itself): it will not fire", rule.id or "(new)", ", ".join(idle))
 
         def edit(t: dict[str, Rule]) -> str:
             r = checked
@@ -503,12 +518,31 @@ class FaultEngine:
         return [r.id for r in self._rules.values() if not r.live(now)]
 
 
+def compat_probability(pct: int) -> float:
+    """0.9 fires when rand.Intn(99) < pct: min(pct, 99)/99, so always from 99 on."""
+    return 100.0 if pct >= 99 else pct * 100.0 / 99.0
+
+
 def compat_rule(method: str, *, errno: int, random_errno: bool, pct: int, path: str, delay_us: int) -> Rule:
-    """0.9's SetFault for one method, as a rule with a well-known id (one per method)."""
+    """0.9's SetFault for one method, as a rule with a well-known id (one per method).
+
+    ENOSYS is never sent where the kernel would take it as "not implemented" (ENOSYS_STICKY):
+    the random draw skips it there and an explicit one becomes EOPNOTSUPP."""
+    mid = METHOD_ID[method]
+    sticky = mid in ENOSYS_STICKY
+    if errno == E.ENOSYS and sticky:
+        errno = ENOSYS_STANDIN
     return Rule(
-        id=f"injure:{method}", methods=frozenset({METHOD_ID[method]}), path=path,
-        probability=float(min(pct, 100)), errno=errno if errno else 0,
-        random_errno=bool(random_errno and not errno), errno_choices=COMPAT_RANDOM_ERRNOS,
+        id=f"injure:{method}", methods=frozenset({mid}), path=path,
+        probability=compat_probability(pct), errno=errno if errno else 0,
+        random_errno=bool(random_errno and not errno),
+        errno_choices=COMPAT_RANDOM_SAFE if sticky else COMPAT_RANDOM_ERRNOS,
         delay_us=delay_us, origin="injure",
     )
 
+
+def never_firing(rule: Rule) -> list[str]:
+    """The methods of a rule that names only methods that never reach chaosfs (else [])."""
+    if rule.methods is None or not rule.methods <= NEVER_FIRE:
+        return []
+    return sorted(ALL_METHODS[m] for m in rule.methods)

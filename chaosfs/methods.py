@@ -21,3 +21,31 @@ ATTR_METHODS = frozenset({METHOD_ID["getattr"], METHOD_ID["lookup"]})
 
 # Ops that cannot report an error to the caller (the kernel ignores release's reply).
 DELAY_ONLY = frozenset({METHOD_ID["release"], METHOD_ID["releasedir"]})
+
+# What the kernel does with an ENOSYS reply (fs/fuse, Linux 6.x): for these opcodes it means
+# "this server has no such operation" and the kernel switches it off for the whole connection
+# (no_open, no_opendir, no_create, no_flush, no_fsync, no_fsyncdir, no_access, no_*xattr,
+# no_rename2, no_fallocate): an OPEN then "succeeds" with fh 0 forever, fsync silently
+# succeeds forever, xattrs answer EOPNOTSUPP until remount. No reply of ours may carry it.
+ENOSYS_STICKY = frozenset(METHOD_ID[m] for m in (
+    "open", "opendir", "create", "flush", "fsync", "fsyncdir", "access", "getxattr",
+    "setxattr", "listxattr", "removexattr", "rename", "allocate"))
+# Sent instead, where 0.9's API asks for ENOSYS on one of them: the errno the kernel itself
+# reports for an unimplemented xattr or fallocate, and which it passes through unchanged.
+ENOSYS_STANDIN = 95  # EOPNOTSUPP
+# The kernel refuses a reply whose error is 512 or more (ERESTARTSYS and up are in-kernel
+# codes): the write to /dev/fuse fails and the app's syscall never returns.
+MAX_REPLY_ERRNO = 511
+
+# Accepted (0.9 lists them) but never reaching chaosfs: with default_permissions the kernel
+# checks access(2) itself, and under pyfuse3 it keeps POSIX locks and fallocate local.
+NEVER_FIRE = frozenset(METHOD_ID[m] for m in ("access", "allocate", "getlk", "setlk", "setlkw"))
+
+
+def safe_errno(method: int, err: int) -> int:
+    """The errno to put in a reply for `method`: never one that changes the connection."""
+    if err == 38 and method in ENOSYS_STICKY:
+        return ENOSYS_STANDIN
+    if not 0 < err <= MAX_REPLY_ERRNO:
+        return 5  # EIO
+    return err

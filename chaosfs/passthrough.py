@@ -26,7 +26,10 @@ from pyfuse3 import FUSEError
 
 from chaosfs import _hot
 from chaosfs._hot import FaultGate, Node
-from chaosfs.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID
+from chaosfs.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
+
+GETATTR_METHODS = frozenset({METHOD_ID["getattr"]})
+LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
 
@@ -193,6 +196,13 @@ class InodeTable:
         return os.fsdecode(b"/".join(reversed(parts)))
 
 
+def _drop_entry(parent_ino: int, name: bytes) -> None:
+    try:
+        pyfuse3.invalidate_entry(parent_ino, name)
+    except OSError:
+        pass
+
+
 def _drop_pages(ino: int) -> None:
     try:
         pyfuse3.invalidate_inode(ino, attr_only=False)
@@ -200,35 +210,60 @@ def _drop_pages(ino: int) -> None:
         pass
 
 
-def fuse_op(method: str) -> Callable:
+def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
     """Error mapping and stats for a cold-path handler. An exception other than FUSEError
-    escaping into pyfuse3 would end its main loop and kill the mount for everyone."""
+    escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
+    errno the kernel would misread (ENOSYS where it means "not implemented", 512 and up)
+    must never reach it. `counted_as(*args)`: the method ids the stats count the request
+    under, for setattr (one request, up to four 0.9 operations)."""
     mid = M[method]
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(self: "FsOperations", *args: Any) -> Any:
             t0 = _hot.monotonic()
+            note = self.gate.note
+            ids = counted_as(*args) if counted_as is not None else (mid,)
             try:
                 result = await fn(self, *args)
-            except FUSEError:
-                self.gate.note(mid, t0, True)
+            except FUSEError as e:
+                for i in ids:
+                    note(i, t0, True)
+                err = safe_errno(mid, e.errno)
+                if err != e.errno:
+                    raise FUSEError(err) from None
                 raise
             except OSError as e:
-                self.gate.note(mid, t0, True)
-                raise FUSEError(e.errno or errno.EIO) from None
+                for i in ids:
+                    note(i, t0, True)
+                raise FUSEError(safe_errno(mid, e.errno or errno.EIO)) from None
             except (trio.Cancelled, KeyboardInterrupt):
                 raise
             except Exception:
                 log.exception("%s failed unexpectedly", method)
-                self.gate.note(mid, t0, True)
+                for i in ids:
+                    note(i, t0, True)
                 raise FUSEError(errno.EIO) from None
-            self.gate.note(mid, t0, False)
+            for i in ids:
+                note(i, t0, False)
             return result
 
         return handler
 
     return wrap
+
+
+def setattr_methods(inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> tuple[int, ...]:
+    ids = []
+    if fields.update_size:
+        ids.append(M["truncate"])
+    if fields.update_mode:
+        ids.append(M["chmod"])
+    if fields.update_uid or fields.update_gid:
+        ids.append(M["chown"])
+    if fields.update_atime or fields.update_mtime or not ids:
+        ids.append(M["utimens"])  # also a bare ctime update (chown -1 -1, touch of nothing)
+    return tuple(ids)
 
 
 class CacheConfig:
@@ -262,6 +297,14 @@ class FsOperations(pyfuse3.Operations):
         self.no_caps: set[int] = set()
         self.passthrough_warned = False
 
+    def _handle(self, fh: int, is_dir: bool = False) -> Handle:
+        """The open behind a file handle. One we never issued (fh 0 from a kernel that
+        believes we have no open, or a stale one) is EBADF, never some other file's fd."""
+        h = self.handles.get(fh)
+        if h is None or h.is_dir != is_dir:
+            raise FUSEError(errno.EBADF)
+        return h
+
     # ---- attributes ---------------------------------------------------------------------
 
     def _rules_touch(self, node: Node, methods: frozenset) -> bool:
@@ -278,11 +321,18 @@ class FsOperations(pyfuse3.Operations):
         e = pyfuse3.EntryAttributes()
         e.st_ino = node.ino
         e.generation = 0
+        e.entry_timeout = self.cache.entry_timeout
+        e.attr_timeout = self.cache.attr_timeout
         if self.gate.active and self._rules_touch(node, ATTR_METHODS):
-            e.entry_timeout = e.attr_timeout = 0.0
-        else:
-            e.entry_timeout = self.cache.entry_timeout
-            e.attr_timeout = self.cache.attr_timeout
+            # Uncached only as far as the rule needs, so it fires once per syscall as on a
+            # disk: a lookup rule sees every walk to the name; a getattr rule sees every
+            # stat of a file. A directory keeps its attributes cached: with
+            # default_permissions every walk through it re-reads them with the same GETATTR
+            # a stat sends, and a rule on `dir` must not fire (or fail) for `dir/file`.
+            if self._rules_touch(node, LOOKUP_METHODS):
+                e.entry_timeout = 0.0
+            if not node.is_dir and self._rules_touch(node, GETATTR_METHODS):
+                e.attr_timeout = 0.0
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid
@@ -335,10 +385,18 @@ class FsOperations(pyfuse3.Operations):
     @fuse_op("getattr")
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         node = self.inodes.get(inode)
-        await self._fault("getattr", node)
+        try:
+            await self._fault("getattr", node)
+        except FUSEError:
+            if node.is_dir and node.parent is not None:
+                # After an error the kernel keeps this directory's attributes stale, and
+                # every walk through it would ask (and fail) again. Dropping its name makes
+                # the next walk look it up instead: the LOOKUP reply refreshes them.
+                await trio.to_thread.run_sync(_drop_entry, node.parent.ino, node.name)
+            raise
         return self._entry(node, self._stat(node))
 
-    @fuse_op("getattr")
+    @fuse_op("truncate", counted_as=setattr_methods)
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
         # Taken first, so a faulted or failed truncate does not leave the request queued.
         kill = fields.update_size and fuseconn.take_kill(inode)
@@ -355,7 +413,7 @@ class FsOperations(pyfuse3.Operations):
 
         if fields.update_size:
             if fh is not None:
-                os.ftruncate(fh, attr.st_size)
+                os.ftruncate(self._handle(fh).fd, attr.st_size)
             else:
                 os.truncate(proc_path(fd), attr.st_size)
         if fields.update_mode:
@@ -671,7 +729,7 @@ class FsOperations(pyfuse3.Operations):
 
     @fuse_op("readdir")
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        h = self.handles[fh]
+        h = self._handle(fh, is_dir=True)
         await self._fault("readdir", h.node)
         if start_id == 0 or h.entries is None:
             # One snapshot per pass: offsets stay stable while entries come and go.
@@ -698,7 +756,7 @@ class FsOperations(pyfuse3.Operations):
 
     @fuse_op("fsyncdir")
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        h = self.handles[fh]
+        h = self._handle(fh, is_dir=True)
         await self._fault("fsyncdir", h.node)
         await trio.to_thread.run_sync(os.fsync, h.fd)
 

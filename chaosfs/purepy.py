@@ -10,7 +10,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs._hot import FaultGate, monotonic
-from chaosfs.methods import METHOD_ID
+from chaosfs.methods import METHOD_ID, safe_errno
 
 M_READ, M_WRITE, M_FSYNC, M_FLUSH, M_RELEASE = (
     METHOD_ID[m] for m in ("read", "write", "fsync", "flush", "release"))
@@ -36,11 +36,19 @@ class PyHotPath:
         self.gate = FaultGate()
         self.fsync_inline = False
 
+    def _hot_handle(self, method: int, fh: int, t0: float) -> Any:
+        h = self.handles.get(fh)
+        if h is None:  # an fh we never issued: never some other file's fd
+            self.gate.note(method, t0, True)
+            raise FUSEError(errno.EBADF)
+        return h
+
     async def read(self, fh: int, off: int, size: int) -> bytes:
         t0 = monotonic()
+        h = self._hot_handle(M_READ, fh, t0)
         try:
             if self.gate.active:
-                v = self.gate.check(M_READ, self.handles[fh].node)
+                v = self.gate.check(M_READ, h.node)
                 if v is not None:
                     data = await v.apply_read(fh, off, size, _pread)
                     self.gate.note(M_READ, t0, False)
@@ -54,9 +62,10 @@ class PyHotPath:
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         t0 = monotonic()
+        h = self._hot_handle(M_WRITE, fh, t0)
         try:
             if self.gate.active:
-                v = self.gate.check(M_WRITE, self.handles[fh].node)
+                v = self.gate.check(M_WRITE, h.node)
                 if v is not None:
                     n = await v.apply_write(fh, off, buf, _pwrite)
                     self.gate.note(M_WRITE, t0, False)
@@ -70,10 +79,15 @@ class PyHotPath:
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         t0 = monotonic()
-        if self.gate.active:
-            v = self.gate.check(M_FSYNC, self.handles[fh].node)
-            if v is not None:
-                await v.apply_plain()
+        h = self._hot_handle(M_FSYNC, fh, t0)
+        try:
+            if self.gate.active:
+                v = self.gate.check(M_FSYNC, h.node)
+                if v is not None:
+                    await v.apply_plain()
+        except FUSEError:
+            self.gate.note(M_FSYNC, t0, True)
+            raise
         try:
             sync = os.fdatasync if datasync else os.fsync
             if self.fsync_inline:
@@ -82,28 +96,36 @@ class PyHotPath:
                 await trio.to_thread.run_sync(sync, fh)
         except OSError as e:
             self.gate.note(M_FSYNC, t0, True)
-            raise FUSEError(e.errno or errno.EIO) from None
+            raise FUSEError(safe_errno(M_FSYNC, e.errno or errno.EIO)) from None
         self.gate.note(M_FSYNC, t0, False)
 
     async def flush(self, fh: int) -> None:
         t0 = monotonic()
-        if self.gate.active:
-            v = self.gate.check(M_FLUSH, self.handles[fh].node)
-            if v is not None:
-                await v.apply_plain()
+        h = self._hot_handle(M_FLUSH, fh, t0)
+        try:
+            if self.gate.active:
+                v = self.gate.check(M_FLUSH, h.node)
+                if v is not None:
+                    await v.apply_plain()
+        except FUSEError:
+            self.gate.note(M_FLUSH, t0, True)
+            raise
         try:
             os.close(os.dup(fh))
         except OSError as e:
             self.gate.note(M_FLUSH, t0, True)
-            raise FUSEError(e.errno or errno.EIO) from None
+            raise FUSEError(safe_errno(M_FLUSH, e.errno or errno.EIO)) from None
         self.gate.note(M_FLUSH, t0, False)
 
     async def release(self, fh: int) -> None:
         t0 = monotonic()
         h = self.handles.pop(fh, None)
-        if h is not None and h.io:
+        if h is None:  # not ours: closing it would close some other fd
+            self.gate.note(M_RELEASE, t0, True)
+            return
+        if h.io:
             self.release_io(h)  # type: ignore[attr-defined]
-        if self.gate.active and h is not None:
+        if self.gate.active:
             v = self.gate.check(M_RELEASE, h.node)
             if v is not None:
                 await v.apply_delay_only()

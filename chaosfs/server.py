@@ -7,6 +7,7 @@ the FUSE loop never waits on the control plane.
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import logging
@@ -23,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chaosfs import faults
 from chaosfs.faults import FaultEngine, Rule, RuleError
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS
+from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID, NEVER_FIRE
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 log = logging.getLogger("chaosfs.server")
@@ -40,6 +41,8 @@ def _invalid(context: grpc.ServicerContext, e: Exception) -> None:
 class InjureService(injure_pb2_grpc.InjureServicer):
     def __init__(self, engine: FaultEngine) -> None:
         self.engine = engine
+        self._warned_unknown: set[str] = set()
+        self._warned_enosys: set[str] = set()
 
     def Methods(self, request: Any, context: Any) -> Any:
         return injure_pb2.Response(methods=list(COMPAT_METHODS))
@@ -53,39 +56,60 @@ class InjureService(injure_pb2_grpc.InjureServicer):
         return empty_pb2.Empty()
 
     def RecoverMethod(self, request: Any, context: Any) -> Any:
-        try:
-            faults.method_ids(request.methods, allowed=COMPAT_METHODS)
-        except RuleError as e:
-            _invalid(context, e)
-        n = self.engine.remove([f"injure:{m}" for m in request.methods], missing_ok=True)
-        log.info("RecoverMethod %s: %d rule(s) removed", list(request.methods), n)
+        known = self._known(request.methods, "RecoverMethod")
+        n = self.engine.remove([f"injure:{m}" for m in known], missing_ok=True)
+        log.info("RecoverMethod %s: %d rule(s) removed", known, n)
         return empty_pb2.Empty()
 
-    def _set(self, methods: list[str], request: Any, context: Any) -> Any:
+    def _known(self, methods: Any, rpc: str) -> list[str]:
+        """0.9 answered OK to names it did not know and acted on the rest; so do we, saying
+        once per name what was left out (its controller does not retry an error status)."""
+        names = list(dict.fromkeys(methods))
+        unknown = [m for m in names if m not in COMPAT_METHODS]
+        new = [m for m in unknown if m not in self._warned_unknown]
+        if new:
+            self._warned_unknown.update(new)
+            log.warning("%s: unknown method(s) %s ignored (known: injure.Injure/Methods)",
+                        rpc, ", ".join(repr(m) for m in new))
+        return [m for m in names if m in COMPAT_METHODS]
+
+    def _set(self, methods: list[str], request: Any, context: Any, rpc: str) -> Any:
         try:
             if request.errno > faults.MAX_ERRNO:
-                raise RuleError("errno", f"{request.errno} is outside 1..{faults.MAX_ERRNO}")
+                raise RuleError("errno", f"{request.errno} is outside 1..{faults.MAX_ERRNO} (the "
+                                "kernel refuses a reply error of 512 or more and the app's call "
+                                "would hang)")
+            faults.compile_path(request.path)  # also when no method is left to carry it
             rules = [faults.compat_rule(m, errno=request.errno, random_errno=request.random,
                                         pct=request.pct, path=request.path, delay_us=request.delay)
                      for m in methods]
             self.engine.put_many(rules)
         except RuleError as e:
             _invalid(context, e)
-        log.info("SetFault %s errno=%d random=%s pct=%d path=%r delay=%dus", methods,
+        if request.errno == errno.ENOSYS:
+            swapped = [m for m in methods if METHOD_ID[m] in ENOSYS_STICKY and m not in self._warned_enosys]
+            if swapped:
+                self._warned_enosys.update(swapped)
+                log.warning("%s: ENOSYS on %s is sent as EOPNOTSUPP: the kernel would switch "
+                            "these operations off for the whole mount", rpc, ", ".join(swapped))
+        if methods and all(METHOD_ID[m] in NEVER_FIRE for m in methods):
+            log.warning("%s: the kernel never sends %s to chaosfs (it handles them itself): "
+                        "this fault will not fire", rpc, ", ".join(methods))
+        log.info("%s %s errno=%d random=%s pct=%d path=%r delay=%dus", rpc, methods,
                  request.errno, request.random, request.pct, request.path, request.delay)
         return empty_pb2.Empty()
 
     def SetFault(self, request: Any, context: Any) -> Any:
-        if not request.methods:
-            _invalid(context, RuleError("methods", "empty (use SetFaultAll for every method)"))
-        try:
-            faults.method_ids(request.methods, allowed=COMPAT_METHODS)
-        except RuleError as e:
-            _invalid(context, e)
-        return self._set(list(dict.fromkeys(request.methods)), request, context)
+        methods = self._known(request.methods, "SetFault")
+        if not methods:
+            # 0.9: OK and nothing set. Still checked, so a bad request is reported all the same.
+            self._set([], request, context, "SetFault")
+            log.warning("SetFault with no known method: nothing injected")
+            return empty_pb2.Empty()
+        return self._set(methods, request, context, "SetFault")
 
     def SetFaultAll(self, request: Any, context: Any) -> Any:
-        return self._set(list(COMPAT_METHODS), request, context)
+        return self._set(list(COMPAT_METHODS), request, context, "SetFaultAll")
 
 
 def rule_from_pb(pb: Any, engine: FaultEngine) -> Rule:

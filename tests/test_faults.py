@@ -124,10 +124,10 @@ def test_pct_zero_never_fires(fs):
 
 
 @pytest.mark.parametrize("request_kw, field", [
-    (dict(methods=["bogus"], errno=5), "unknown method"),
     (dict(methods=["read"], errno=5, path="("), "path"),
     (dict(methods=["read"], errno=70000), "errno"),
-    (dict(methods=[], errno=5), "methods"),
+    (dict(methods=["read"], errno=512), "errno"),
+    (dict(methods=[], errno=5, path="("), "path"),  # checked even with nothing to set
 ])
 def test_bad_compat_requests_are_invalid_argument_and_change_nothing(fs, request_kw, field):
     inj = fs.injure
@@ -341,7 +341,10 @@ def test_ttl_and_max_hits_expire(fs):
     (dict(methods=["read"]), "action"),
     (dict(probability=100.5, errno=fpb.ErrnoAction(code=5)), "probability"),
     (dict(probability=-1, errno=fpb.ErrnoAction(code=5)), "probability"),
-    (dict(delay=fpb.DelayAction(fixed_us=3601 * 10**6)), "delay"),
+    (dict(delay=fpb.DelayAction(fixed_us=1 << 32)), "delay"),
+    (dict(errno=fpb.ErrnoAction(code=512)), "errno"),
+    (dict(errno=fpb.ErrnoAction(code=38)), "errno"),  # every method: open among them
+    (dict(methods=["read", "fsync"], errno=fpb.ErrnoAction(code=38)), "errno"),
     (dict(methods=["read"], corrupt=fpb.CorruptAction(length=1 << 30)), "corrupt.length"),
     (dict(methods=["open"], corrupt=fpb.CorruptAction(length=1)), "methods"),
     (dict(short=fpb.ShortAction(fraction=1.5), methods=["read"]), "short"),
