@@ -24,6 +24,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from injector import keys
+
 STATUS_ANNOTATION = "admission-webhook.chaos-mesh.org/status"
 REQUEST_ANNOTATION = "admission-webhook.chaos-mesh.org/request"
 INIT_REQUEST_ANNOTATION = "admission-webhook.chaos-mesh.org/init-request"
@@ -233,9 +235,6 @@ class PodSelector:
             self.annotation_selectors, annotations)
 
 
-_CONFIG_KEYS = {"name", "template", "arguments", "selector", "missingVolumes"}
-
-
 @dataclass(frozen=True)
 class InjectionConfig:
     name: str
@@ -253,9 +252,9 @@ class InjectionConfig:
         where = source or "injection config"
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{where}: expected a mapping with name, template, arguments")
-        unknown = set(raw) - _CONFIG_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        # keys as 0.9 read them: case-insensitive, unknown ones dropped (with a warning), numbers
+        # where strings belong turned into strings
+        raw, warnings = keys.read_injection_config(raw, where)
         for key in ("name", "template"):
             if not isinstance(raw.get(key), str) or not raw.get(key):
                 raise ConfigError(f"{where}: {key!r} is required and must be a string")
@@ -274,7 +273,7 @@ class InjectionConfig:
             raise ConfigError(
                 f"{where}: missingVolumes must be one of {', '.join(MISSING_VOLUME_POLICIES)}")
         return cls(raw["name"], raw["template"], dict(args), namespace, selector, missing,
-                   source or raw["name"])
+                   source or raw["name"], tuple(warnings))
 
     def with_arguments(self, extra: Mapping[str, str]) -> "InjectionConfig":
         merged = {**self.arguments, **extra}

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import jsonpatch
 import yaml
 
+from injector import keys
 from injector.manifests import DEFAULT_KUBE_VERSION
 
 from injector.config import (
@@ -39,12 +40,6 @@ class InjectionError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # the rendered template
-
-_SIDECAR_KEYS = {
-    "initContainers", "containers", "volumeMounts", "volumes", "postStart", "env",
-    "hostAliases", "shareProcessNamespace", "missingVolumes",
-}
-
 
 @dataclass(frozen=True)
 class SidecarConfig:
@@ -99,11 +94,8 @@ def parse_sidecar_config(rendered: str | Mapping[str, Any] | None,
         raw = {}
     if not isinstance(raw, Mapping):
         raise InjectionError(f"{where} must be a YAML mapping, got {type(raw).__name__}")
-    unknown = set(raw) - _SIDECAR_KEYS
-    if unknown:
-        raise InjectionError(
-            f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}"
-            f" (known: {', '.join(sorted(_SIDECAR_KEYS))})")
+    # keys as 0.9 read them: case-insensitive, unknown ones dropped (with a warning)
+    raw, warnings = keys.read_template(raw, kube_version, where)
     post_start: dict[str, tuple[str, ...]] = {}
     ps = raw.get("postStart") or {}
     if not isinstance(ps, Mapping):
@@ -137,6 +129,7 @@ def parse_sidecar_config(rendered: str | Mapping[str, Any] | None,
         host_aliases=tuple(copy.deepcopy(host_aliases)),
         share_process_namespace=spn,
         missing_volumes=missing,
+        warnings=tuple(warnings),
     )
 
 

@@ -148,6 +148,23 @@ def test_cli_and_webhook_run_one_pipeline(tmp_path: Path) -> None:
                    "a template ConfigMap carries the label app.kubernetes.io/component=template")
 
 
+def test_seed_page_spelling_is_injected_with_a_warning(tmp_path: Path) -> None:
+    page = tmp_path / "seed-page.yaml"
+    page.write_text(SEED.read_text().replace("imagePullPolicy: Always", "imagePullpolicy: Always")
+                    .replace("    postStart:", "    hostAliasez: []\n    postStart:"))
+    proc = run("inject", "-f", str(DATA / "tikv-pod.yaml"), "--template-configmap", str(page),
+               *ARGS)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (DATA / "tikv-pod.ordered.golden.yaml").read_text()
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 3, proc.stderr
+    assert lines[0] == ("chaos-injector: warning: template chaosfs-sidecar: "
+                        "initContainers[0].imagePullpolicy read as imagePullPolicy (keys match "
+                        "case-insensitively, as in Chaos Mesh 0.9)")
+    assert "containers[0].imagePullpolicy read as imagePullPolicy" in lines[1]
+    assert "hostAliasez is not a field of the template; ignored, as Chaos Mesh 0.9 did" in lines[2]
+
+
 def test_inject_errors(tmp_path: Path) -> None:
     pod = str(DATA / "tikv-pod.yaml")
     bad_yaml = tmp_path / "bad.yaml"
@@ -168,9 +185,9 @@ def test_inject_errors(tmp_path: Path) -> None:
                        "--set", "VolumeName=data"), 1, "volume 'data'")
     # output that would not pass the schema is an error naming the field, not printed YAML
     typo = tmp_path / "typo.yaml"
-    typo.write_text(SEED.read_text().replace("imagePullPolicy: Always", "imagePullpolicy: Always", 1))
+    typo.write_text(SEED.read_text().replace("imagePullPolicy: Always", "imagePullPolicy: [x]", 1))
     one_line_error(run("inject", "-f", pod, "--template-configmap", str(typo), *ARGS), 1,
-                   "invalid field spec.initContainers[1]")
+                   "invalid field spec.initContainers[1].imagePullPolicy")
     # input that is itself invalid is caught the same way
     broken = tmp_path / "broken-pod.yaml"
     broken.write_text((DATA / "tikv-pod.yaml").read_text().replace("pingcap/tikv:v4.0.0", "[1]"))

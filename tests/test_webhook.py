@@ -40,6 +40,14 @@ def bad_template_cm() -> dict:
     return cm
 
 
+def seed_page_template_cm() -> dict:
+    """The template as the seed page writes it: imagePullpolicy (0.9 read imagePullPolicy)."""
+    cm = copy.deepcopy(SEED_CM)
+    cm["metadata"]["name"] = "seed-page"
+    cm["data"]["data"] = cm["data"]["data"].replace("imagePullPolicy", "imagePullpolicy")
+    return cm
+
+
 def configs() -> ConfigSet:
     extra = {
         "missing-arg.yaml": "name: missing-arg\ntemplate: chaosfs-sidecar\narguments: {}\n",
@@ -51,11 +59,15 @@ def configs() -> ConfigSet:
         "broken.yaml": ("name: broken\ntemplate: broken-output\narguments:\n"
                         "  ContainerName: tikv\n  DataPath: /d\n  MountPath: /var/lib/tikv\n"
                         "  VolumeName: tikv\n"),
+        "seed-page.yaml": ("name: seed-page\ntemplate: seed-page\narguments:\n"
+                           "  ContainerName: tikv\n  DataPath: /var/lib/tikv/data\n"
+                           "  MountPath: /var/lib/tikv\n  VolumeName: tikv\n"),
     }
     cfg2 = copy.deepcopy(EXAMPLE_CFG)
     cfg2["metadata"]["name"] = "more"
     cfg2["data"] = extra
-    return build_config_set([SEED_CM, bad_template_cm()], [EXAMPLE_CFG, cfg2], "chaos-testing")
+    return build_config_set([SEED_CM, bad_template_cm(), seed_page_template_cm()],
+                            [EXAMPLE_CFG, cfg2], "chaos-testing")
 
 
 NAMESPACES = {"tikv": {}, "init-ns": {"admission-webhook.chaos-mesh.org/init-request":
@@ -270,6 +282,21 @@ def test_failures_allow_the_pod_unpatched_with_a_warning(server, config, needle)
             in metrics
 
 
+def test_seed_page_template_is_injected_with_admission_warnings(server) -> None:
+    _, client, store = server
+    store.swap(configs())
+    doc = review(tikv_pod(**{"admission-webhook.chaos-mesh.org/request": "seed-page"}))
+    out = client.admit(doc)["response"]
+    patched = jsonpatch.apply_patch(doc["request"]["object"], decode_patch(out))
+    validate_object(patched, "1.29")
+    assert patched["spec"]["initContainers"][1]["imagePullPolicy"] == "Always"
+    assert patched["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    assert out["warnings"] == [
+        f"chaos-injector: template seed-page: {c}[0].imagePullpolicy read as imagePullPolicy "
+        "(keys match case-insensitively, as in Chaos Mesh 0.9)"
+        for c in ("initContainers", "containers")]
+
+
 def test_namespace_lookup_error_is_a_warning() -> None:
     def broken(ns: str):
         raise ConnectionError("API server unreachable")
@@ -342,7 +369,7 @@ def test_concurrent_requests_on_many_connections(server) -> None:
     _, metrics = client.request("GET", "/metrics")
     assert b'chaos_injector_injections_total{config="tikv/chaosfs-tikv"} 144.0' in metrics
     assert b'chaos_injector_admission_requests_total{result="injected"} 144.0' in metrics
-    assert b"chaos_injector_configs{kind=\"template\"} 2.0" in metrics
+    assert b"chaos_injector_configs{kind=\"template\"} 3.0" in metrics
 
 
 def test_certificate_rotation(tmp_path: Path) -> None:
