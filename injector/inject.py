@@ -299,15 +299,14 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
             else:
                 mounts.append(copy.deepcopy(vm))
         c["volumeMounts"] = mounts
-        for env in sc.env:
-            current = c.setdefault("env", [])
-            if not any(e.get("name") == env["name"] for e in current):
-                current.append(copy.deepcopy(env))
+        _merge_env(c, sc.env)
 
-    # injected containers keep their own mounts and gain the template's shared ones
+    # injected containers keep their own mounts and env and gain the template's (0.9's
+    # mergeVolumeMounts / mergeEnvVars)
     injected_inits = [copy.deepcopy(c) for c in sc.init_containers]
     sidecars = [copy.deepcopy(c) for c in sc.containers]
     for c in injected_inits + sidecars:
+        _merge_env(c, sc.env)
         mounts = list(c.get("volumeMounts") or [])
         for vm in sc.volume_mounts:
             if not any(m.get("name") == vm["name"] or m.get("mountPath") == vm["mountPath"]
@@ -371,6 +370,17 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
     if annotations is None:
         annotations = meta["annotations"] = {}
     annotations[STATUS_ANNOTATION] = STATUS_INJECTED
+
+
+def _merge_env(container: dict, env: tuple[dict, ...]) -> None:
+    """Append the template's env vars whose names the container does not set yet."""
+    if not env:
+        return
+    current = container.get("env") or []
+    names = {e.get("name") for e in current if isinstance(e, dict)}
+    added = [copy.deepcopy(e) for e in env if e["name"] not in names]
+    if added:
+        container["env"] = current + added
 
 
 def _set_post_start(container: dict, command: list[str], where: str) -> None:

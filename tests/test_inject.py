@@ -303,6 +303,26 @@ def test_env_and_host_aliases() -> None:
     validate_object(new)
 
 
+@pytest.mark.parametrize("mode", ["ordered", "native", "as-template"])
+def test_template_env_reaches_the_injected_containers_too(mode: str) -> None:
+    # 0.9's mergeEnvVars: every injected container and init container gets the template's
+    # env; a name the container already sets keeps its value
+    text = seed_template().render(ARGS).replace(
+        "  image: pingcap/chaos-fs:latest\n",
+        "  image: pingcap/chaos-fs:latest\n  env: [{name: RUST_LOG, value: debug}]\n")
+    text += "env:\n- name: CHAOS\n  value: '1'\n- name: RUST_LOG\n  value: info\n"
+    new = inject(pod(), parse_sidecar_config(text), InjectOptions(sidecar_mode=mode)).obj
+    validate_object(new, "1.29")
+    spec = new["spec"]
+    by_name = {c["name"]: c for c in spec["containers"] + spec["initContainers"]}
+    env = {name: [(e["name"], e["value"]) for e in c.get("env", [])]
+           for name, c in by_name.items()}
+    assert env["inject-scripts"] == [("CHAOS", "1"), ("RUST_LOG", "info")]
+    assert env["chaosfs"] == [("RUST_LOG", "debug"), ("CHAOS", "1")]
+    assert env["tikv"] == env["log-shipper"] == [("CHAOS", "1"), ("RUST_LOG", "info")]
+    assert env["prepare"] == []  # the app's own init containers: untouched, as in 0.9
+
+
 @pytest.mark.parametrize("text,needle", [
     ("containers: [", "not valid YAML"),
     ("- a\n- b\n", "must be a YAML mapping"),
