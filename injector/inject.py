@@ -252,16 +252,20 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
             raise InjectionError(f"{where}: the pod already has a container named {c['name']!r}")
         taken.add(c["name"])
 
-    # volumes: overwrite by name in place, else append
+    # volumes: appended. 0.9 appended a same-named one too, and the API server rejected the
+    # pod; replacing the pod's volume instead would swap the user's data for the template's.
     volumes: list[dict] = list(spec.get("volumes") or [])
     pod_volume_names = {v.get("name") for v in volumes if isinstance(v, dict)} | extra_volumes
     index = {v.get("name"): i for i, v in enumerate(volumes) if isinstance(v, dict)}
     for vol in sc.volumes:
-        if vol["name"] in index:
-            volumes[index[vol["name"]]] = copy.deepcopy(vol)
-        else:
+        if vol["name"] not in index:
             index[vol["name"]] = len(volumes)
             volumes.append(copy.deepcopy(vol))
+        elif volumes[index[vol["name"]]] != vol:
+            raise InjectionError(
+                f"{where}: the pod already has a volume named {vol['name']!r} "
+                f"({_volume_source(volumes[index[vol['name']]])}), different from the "
+                f"template's ({_volume_source(vol)}); rename one of them")
 
     # every mount the template introduces must name a volume of the pod
     available = set(index) | extra_volumes
@@ -370,6 +374,10 @@ def _inject_pod(pod: dict, sc: SidecarConfig, opts: InjectOptions, extra_volumes
     if annotations is None:
         annotations = meta["annotations"] = {}
     annotations[STATUS_ANNOTATION] = STATUS_INJECTED
+
+
+def _volume_source(volume: dict) -> str:
+    return ", ".join(k for k in volume if k != "name") or "no source"
 
 
 def _merge_env(container: dict, env: tuple[dict, ...]) -> None:

@@ -252,6 +252,23 @@ def test_statefulset_claim_templates_count_as_volumes() -> None:
     assert "annotations" not in new["metadata"]
 
 
+def test_pod_volume_named_like_a_template_volume_is_an_error_not_a_swap() -> None:
+    p = pod()
+    p["spec"]["volumes"].append({"name": "scripts", "hostPath": {"path": "/srv/scripts"}})
+    with pytest.raises(InjectionError) as exc:
+        inject(p, seed_sidecar())
+    assert str(exc.value) == (
+        "Pod tikv-0: the pod already has a volume named 'scripts' (hostPath), different from "
+        "the template's (emptyDir); rename one of them")
+    # the very volume the template would add: nothing to decide, it is kept once
+    same = pod()
+    same["spec"]["volumes"].append({"name": "fuse", "emptyDir": {}})
+    new = inject(same, seed_sidecar()).obj
+    assert [v["name"] for v in new["spec"]["volumes"]] == ["config", "tikv", "logs", "fuse",
+                                                           "scripts"]
+    validate_object(new, "1.29")
+
+
 def test_post_start_for_a_missing_container_is_an_error() -> None:
     with pytest.raises(InjectionError, match="postStart names container 'tidb'"):
         inject(pod(), seed_sidecar(ContainerName="tidb"))

@@ -297,6 +297,19 @@ def test_seed_page_template_is_injected_with_admission_warnings(server) -> None:
         for c in ("initContainers", "containers")]
 
 
+def test_pod_volume_clashing_with_the_template_is_allowed_unpatched() -> None:
+    hook = Webhook(ConfigStore(configs()), WebhookOptions(), NAMESPACES.get)
+    p = tikv_pod()
+    p["spec"]["volumes"].append({"name": "fuse", "hostPath": {"path": "/mnt/fuse"}})
+    code, doc, decision = hook.review(json.dumps(review(p)).encode())
+    out = doc["response"]
+    assert code == 200 and out["allowed"] is True and "patch" not in out
+    assert decision.result == "error"
+    assert out["warnings"] == [
+        "chaos-injector: not injected: Pod tikv-0: the pod already has a volume named 'fuse' "
+        "(hostPath), different from the template's (emptyDir); rename one of them"]
+
+
 def test_namespace_lookup_error_is_a_warning() -> None:
     def broken(ns: str):
         raise ConnectionError("API server unreachable")
