@@ -195,28 +195,47 @@ class SidecarTemplate:
             raise ConfigError(str(exc)) from None
 
 
-_SELECTOR_KEYS = {"labelSelectors", "namespaces", "annotationSelectors"}
+# Pods are admitted before they are scheduled, so a node has not been chosen yet; 0.9.1's
+# CheckPodMeetSelector (pkg/utils/selector.go) never looked at these keys and injected as if
+# they were absent. So does chaos-injector, with a warning instead of silence.
+_IGNORED_SELECTOR_KEYS = {
+    "nodes": "pods are admitted before they are scheduled to a node",
+    "nodeSelectors": "pods are admitted before they are scheduled to a node",
+    "fieldSelectors": "Chaos Mesh 0.9 never checked field selectors at admission",
+}
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ConfigError(f"{where}: selector.{key} must be a list of strings")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class PodSelector:
+    """An injection config's ``selector`` (0.9's SelectorSpec), checked at admission."""
+
     namespaces: tuple[str, ...] = ()
     label_selectors: Mapping[str, str] = field(default_factory=dict)
     annotation_selectors: Mapping[str, str] = field(default_factory=dict)
+    pods: Mapping[str, tuple[str, ...]] | None = None  # namespace -> pod names
+    pod_phases: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "PodSelector":
+    def parse(cls, raw: Any, where: str, namespace: str = "") -> "PodSelector":
+        """``raw`` as :func:`injector.keys.read_injection_config` left it; ``namespace``: the
+        injection config's, whose pods are the only ones it can ever apply to."""
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{where}: selector must be a mapping")
-        unknown = set(raw) - _SELECTOR_KEYS
-        if unknown:
+        warnings = []
+        for key, why in _IGNORED_SELECTOR_KEYS.items():
+            if raw.get(key):
+                warnings.append(f"{where}: selector.{key} ignored ({why}), as Chaos Mesh 0.9 did")
+        unknown = set(raw) - set(keys.SELECTOR["properties"])
+        if unknown:  # a selector given as a plain dict (not read by keys.read_injection_config)
             raise ConfigError(
-                f"{where}: unsupported selector key(s) {', '.join(sorted(map(str, unknown)))}"
-                f" (supported: {', '.join(sorted(_SELECTOR_KEYS))})"
-            )
-        namespaces = raw.get("namespaces") or []
-        if not isinstance(namespaces, list) or not all(isinstance(n, str) for n in namespaces):
-            raise ConfigError(f"{where}: selector.namespaces must be a list of strings")
+                f"{where}: unsupported selector key(s) {', '.join(sorted(map(str, unknown)))}")
         maps = {}
         for key in ("labelSelectors", "annotationSelectors"):
             value = raw.get(key) or {}
@@ -225,12 +244,33 @@ class PodSelector:
             ):
                 raise ConfigError(f"{where}: selector.{key} must map strings to strings")
             maps[key] = dict(value)
-        return cls(tuple(namespaces), maps["labelSelectors"], maps["annotationSelectors"])
+        pods = None
+        if raw.get("pods"):
+            if not isinstance(raw["pods"], Mapping):
+                raise ConfigError(f"{where}: selector.pods must map namespaces to pod names")
+            pods = {str(ns): _strings(names or [], where, f"pods.{ns}")
+                    for ns, names in raw["pods"].items()}
+            if namespace and not pods.get(namespace):
+                warnings.append(f"{where}: selector.pods names no pod of namespace {namespace}, "
+                                "so this config selects no pod")
+        phases = _strings(raw.get("podPhaseSelectors") or [], where, "podPhaseSelectors")
+        return cls(_strings(raw.get("namespaces") or [], where, "namespaces"),
+                   maps["labelSelectors"], maps["annotationSelectors"], pods, phases,
+                   tuple(warnings))
 
     def matches(self, namespace: str, labels: Mapping[str, str] | None,
-                annotations: Mapping[str, str] | None) -> bool:
+                annotations: Mapping[str, str] | None, name: str = "", phase: str = "") -> bool:
+        """``name``: the pod's (empty for generateName pods, which no ``pods`` list can name);
+        ``phase``: its status.phase, which at admission is still empty."""
         if self.namespaces and namespace not in self.namespaces:
             return False
+        if self.pods is not None and name not in self.pods.get(namespace, ()):
+            return False
+        if self.pod_phases:
+            wanted = [p for p in self.pod_phases if not p.startswith("!")]
+            unwanted = [p[1:] for p in self.pod_phases if p.startswith("!")]
+            if (wanted and phase not in wanted) or phase in unwanted:
+                return False
         return labels_match(self.label_selectors, labels) and labels_match(
             self.annotation_selectors, annotations)
 
@@ -267,7 +307,8 @@ class InjectionConfig:
                 f"{where}: argument {bad[0]!r} must be a string (quote numbers and booleans)")
         selector = None
         if raw.get("selector") is not None:
-            selector = PodSelector.parse(raw["selector"], where)
+            selector = PodSelector.parse(raw["selector"], where, namespace)
+            warnings.extend(selector.warnings)
         missing = raw.get("missingVolumes")
         if missing is not None and missing not in MISSING_VOLUME_POLICIES:
             raise ConfigError(

@@ -190,7 +190,8 @@ def pod_template_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def is_injected(pod: Mapping[str, Any]) -> bool:
     meta = pod.get("metadata") or {}
-    return annotation(meta.get("annotations"), "status") == STATUS_INJECTED
+    # 0.9 compared the status lower-cased: "Injected" counts
+    return (annotation(meta.get("annotations"), "status") or "").lower() == STATUS_INJECTED
 
 
 def inject(obj: Mapping[str, Any], sidecar: SidecarConfig,

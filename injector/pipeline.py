@@ -118,7 +118,9 @@ def run(obj: Mapping[str, Any], plan: Plan, options: PipelineOptions = PipelineO
     if pod is not None and plan.selector is not None:
         meta = pod.get("metadata") or {}
         ns = namespace or (obj.get("metadata") or {}).get("namespace") or "default"
-        if not plan.selector.matches(ns, meta.get("labels"), meta.get("annotations")):
+        if not plan.selector.matches(ns, meta.get("labels"), meta.get("annotations"),
+                                     meta.get("name") or "",
+                                     (pod.get("status") or {}).get("phase") or ""):
             return Outcome(dict(obj), [], False, f"pod does not match the selector of {plan.ref}",
                            _unique(warnings), selected=False)
     sidecar = plan.sidecar(options.kube_version)

@@ -188,6 +188,8 @@ class Webhook:
             return Decision("skipped", f"namespace {namespace} is ignored")
         if is_injected(pod):
             return Decision("skipped", "already injected")
+        # 0.9's injectRequired: the pod's request, then the namespace's request for this pod
+        # by name, then the namespace's init-request; the name asked for is lower-cased
         config_name = annotation(meta.get("annotations"), "request")
         if not config_name:
             try:
@@ -195,14 +197,24 @@ class Webhook:
             except Exception as exc:  # noqa: BLE001 - an API hiccup must not block the pod
                 return self._fail("", "namespace_lookup",
                                   f"cannot read namespace {namespace}: {exc}")
-            config_name = annotation(ns_ann, "init-request")
+            pod_name = meta.get("name") or request.get("name")
+            # a generateName pod has no name yet, so no per-pod annotation can name it
+            if pod_name:
+                config_name = annotation(ns_ann, f"request-{pod_name}")
+            config_name = config_name or annotation(ns_ann, "init-request")
         if not config_name:
             return Decision("skipped", "no injection requested")
+        config_name = config_name.lower()
         ref = f"{namespace}/{config_name}"
         configs = self.store.current
         cfg = configs.lookup(namespace, config_name)
         if cfg is None:
             why = "" if self.store.loaded else " (configs not loaded yet)"
+            cased = [c.name for (ns, n), c in configs.configs.items()
+                     if ns == namespace and n.lower() == config_name]
+            if cased:
+                why = (f" (requests are lower-cased, as in Chaos Mesh 0.9, so config "
+                       f"{cased[0]!r} can never be requested: rename it)")
             return self._fail(ref, "config_not_found",
                               f"injection config {config_name!r} not found in namespace "
                               f"{namespace}{why}")

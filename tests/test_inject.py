@@ -501,7 +501,28 @@ def test_pod_selector() -> None:
     assert not sel.matches("tikv", {"app": "pd"}, {"chaos": "yes"})
     assert not sel.matches("tikv", {"app": "tikv"}, None)
     with pytest.raises(ConfigError, match="unsupported selector key"):
-        PodSelector.parse({"fieldSelectors": {}}, "cfg")
+        PodSelector.parse({"podSelector": {}}, "cfg")
+
+
+def test_pod_selector_pods_phases_and_node_keys_as_0_9() -> None:
+    sel = PodSelector.parse({"pods": {"tikv": ["tikv-0", "tikv-1"]}}, "cfg", "tikv")
+    assert sel.matches("tikv", {}, {}, "tikv-1")
+    assert not sel.matches("tikv", {}, {}, "tikv-2")
+    assert not sel.matches("tikv", {}, {}, "")  # a generateName pod has no name yet
+    elsewhere = PodSelector.parse({"pods": {"tidb": ["tidb-0"]}}, "cfg", "tikv")
+    assert not elsewhere.matches("tikv", {}, {}, "tidb-0")
+    assert elsewhere.warnings == ("cfg: selector.pods names no pod of namespace tikv, so this "
+                                  "config selects no pod",)
+    # at admission a pod has no phase: only "not <phase>" entries can match it
+    assert not PodSelector.parse({"podPhaseSelectors": ["Running"]}, "c").matches("ns", {}, {})
+    assert PodSelector.parse({"podPhaseSelectors": ["!Running"]}, "c").matches("ns", {}, {})
+    # no node is chosen before admission; 0.9.1 never checked these keys, neither do we
+    nodes = PodSelector.parse({"nodes": ["n1"], "nodeSelectors": {"disk": "ssd"},
+                               "fieldSelectors": {"spec.nodeName": "n1"},
+                               "labelSelectors": {"app": "tikv"}}, "cfg")
+    assert nodes.matches("tikv", {"app": "tikv"}, {}) and not nodes.matches("tikv", {}, {})
+    assert [w.split(" ignored")[0] for w in nodes.warnings] == [
+        "cfg: selector.nodes", "cfg: selector.nodeSelectors", "cfg: selector.fieldSelectors"]
 
 
 def test_injection_config_overrides() -> None:

@@ -40,6 +40,10 @@ def bad_template_cm() -> dict:
     return cm
 
 
+SEED_ARGS = ("  ContainerName: tikv\n  DataPath: /var/lib/tikv/data\n  MountPath: /var/lib/tikv\n"
+             "  VolumeName: tikv\n")
+
+
 def seed_page_template_cm() -> dict:
     """The template as the seed page writes it: imagePullpolicy (0.9 read imagePullPolicy)."""
     cm = copy.deepcopy(SEED_CM)
@@ -59,6 +63,11 @@ def configs() -> ConfigSet:
         "broken.yaml": ("name: broken\ntemplate: broken-output\narguments:\n"
                         "  ContainerName: tikv\n  DataPath: /d\n  MountPath: /var/lib/tikv\n"
                         "  VolumeName: tikv\n"),
+        "by-pod.yaml": ("name: by-pod\ntemplate: chaosfs-sidecar\narguments:\n" + SEED_ARGS
+                        + "selector:\n  pods:\n    tikv: [tikv-0]\n"),
+        "on-nodes.yaml": ("name: on-nodes\ntemplate: chaosfs-sidecar\narguments:\n" + SEED_ARGS
+                          + "selector:\n  nodes: [node-a]\n  nodeSelectors: {disk: ssd}\n"),
+        "upper.yaml": "name: ChaosFS-Upper\ntemplate: chaosfs-sidecar\narguments:\n" + SEED_ARGS,
         "seed-page.yaml": ("name: seed-page\ntemplate: seed-page\narguments:\n"
                            "  ContainerName: tikv\n  DataPath: /var/lib/tikv/data\n"
                            "  MountPath: /var/lib/tikv\n  VolumeName: tikv\n"),
@@ -308,6 +317,52 @@ def test_pod_volume_clashing_with_the_template_is_allowed_unpatched() -> None:
     assert out["warnings"] == [
         "chaos-injector: not injected: Pod tikv-0: the pod already has a volume named 'fuse' "
         "(hostPath), different from the template's (emptyDir); rename one of them"]
+
+
+def admit(hook: Webhook, pod: dict, namespace: str = "tikv"):
+    code, doc, decision = hook.review(json.dumps(review(pod, namespace)).encode())
+    assert code == 200 and doc["response"]["allowed"] is True
+    return decision, doc["response"].get("warnings", [])
+
+
+def test_injection_decisions_as_0_9_inject_required() -> None:
+    namespaces = {"tikv": {"admission-webhook.chaos-mesh.org/request-tikv-0": "By-Pod",
+                           "admission-webhook.chaos-mesh.org/init-request": "chaosfs-tikv"}}
+    hook = Webhook(ConfigStore(configs()), WebhookOptions(), namespaces.get)
+    # the name asked for is lower-cased; the status compares case-insensitively
+    decision, _ = admit(hook, tikv_pod(**{"admission-webhook.chaos-mesh.org/request":
+                                          "ChaosFS-TiKV"}))
+    assert (decision.result, decision.config) == ("injected", "tikv/chaosfs-tikv")
+    decision, _ = admit(hook, tikv_pod(**{"admission-webhook.chaos-mesh.org/status": "Injected"}))
+    assert (decision.result, decision.reason) == ("skipped", "already injected")
+    # no pod request: the namespace's request for this pod by name, before its init-request
+    p = tikv_pod()
+    del p["metadata"]["annotations"]["admission-webhook.chaos-mesh.org/request"]
+    decision, _ = admit(hook, p)
+    assert (decision.result, decision.config) == ("injected", "tikv/by-pod")
+    p["metadata"]["name"] = "tikv-1"
+    decision, _ = admit(hook, p)
+    assert (decision.result, decision.config) == ("injected", "tikv/chaosfs-tikv")
+    # selector.pods is honoured: tikv-1 is not listed in by-pod's
+    p["metadata"]["annotations"]["admission-webhook.chaos-mesh.org/request"] = "by-pod"
+    decision, warnings = admit(hook, p)
+    assert decision.result == "skipped" and "does not match the selector" in warnings[-1]
+    # node keys are ignored (nothing is scheduled at admission), with a warning, not an
+    # invalid config
+    p["metadata"]["annotations"]["admission-webhook.chaos-mesh.org/request"] = "on-nodes"
+    decision, warnings = admit(hook, p)
+    assert decision.result == "injected"
+    assert [w.split(" ignored")[0] for w in warnings] == [
+        "chaos-injector: configmap tikv/more key on-nodes.yaml: selector.nodes",
+        "chaos-injector: configmap tikv/more key on-nodes.yaml: selector.nodeSelectors"]
+    # a config whose name has upper-case letters cannot be asked for, and the warning says so
+    p["metadata"]["annotations"]["admission-webhook.chaos-mesh.org/request"] = "ChaosFS-Upper"
+    decision, warnings = admit(hook, p)
+    assert decision.result == "error" and "'ChaosFS-Upper' can never be requested" in warnings[0]
+    # kube-system and kube-public are never injected, whatever they ask for
+    for ns in ("kube-system", "kube-public"):
+        decision, _ = admit(hook, tikv_pod(ns), ns)
+        assert decision.result == "skipped" and "never injected" in decision.reason
 
 
 def test_namespace_lookup_error_is_a_warning() -> None:
