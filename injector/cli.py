@@ -147,10 +147,12 @@ def injection_config_from_file(path: str, name: str | None) -> InjectionConfig:
 def render_sidecar(tpl: SidecarTemplate, arguments: dict[str, str]) -> str:
     try:
         text = tpl.render(arguments)
-        parse_sidecar_config(text, f"template {tpl.name}")
-        return text
+        sidecar = parse_sidecar_config(text, f"template {tpl.name}")
     except (ConfigError, InjectionError) as exc:
         fail(str(exc))
+    for w in sidecar.warnings:
+        warn(w)
+    return text
 
 
 def warn(message: str) -> None:

@@ -29,9 +29,10 @@ from injector.manifests import DEFAULT_KUBE_VERSION, ManifestError, validate_obj
 class PipelineError(ValueError):
     """Injection failed; ``reason`` is a short metric label, str() one line for the user."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, warnings: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        self.warnings = warnings  # what reading the configs said before it failed
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,10 @@ def run(obj: Mapping[str, Any], plan: Plan, options: PipelineOptions = PipelineO
                                      (pod.get("status") or {}).get("phase") or ""):
             return Outcome(dict(obj), [], False, f"pod does not match the selector of {plan.ref}",
                            _unique(warnings), selected=False)
-    sidecar = plan.sidecar(options.kube_version)
+    try:
+        sidecar = plan.sidecar(options.kube_version)
+    except PipelineError as exc:
+        raise PipelineError(exc.reason, str(exc), _unique(warnings)) from None
     warnings.extend(sidecar.warnings)
     opts = options.inject
     if opts.missing_volumes is None and plan.missing_volumes:
@@ -131,10 +135,10 @@ def run(obj: Mapping[str, Any], plan: Plan, options: PipelineOptions = PipelineO
     try:
         result = inject(obj, sidecar, opts)
     except InjectionError as exc:
-        raise PipelineError("inject", str(exc)) from None
+        raise PipelineError("inject", str(exc), _unique(warnings)) from None
     if options.validate:
         try:
             validate_object(result.obj, options.kube_version)
         except ManifestError as exc:
-            raise PipelineError("invalid_output", str(exc)) from None
+            raise PipelineError("invalid_output", str(exc), _unique(warnings)) from None
     return Outcome(result.obj, result.patch, result.injected, result.reason, _unique(warnings))

@@ -227,7 +227,7 @@ class Webhook:
             # validation are in both, so not in the patch.
             out = pipeline.run(obj, plan, self.options.pipeline, namespace)
         except pipeline.PipelineError as exc:
-            return self._fail(ref, exc.reason, str(exc), cfg.warnings)
+            return self._fail(ref, exc.reason, str(exc), exc.warnings)
         for w in out.warnings:
             log.warning("%s: %s", ref, w)
         warnings = [f"chaos-injector: {w}" for w in out.warnings]

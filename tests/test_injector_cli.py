@@ -163,6 +163,8 @@ def test_seed_page_spelling_is_injected_with_a_warning(tmp_path: Path) -> None:
                         "case-insensitively, as in Chaos Mesh 0.9)")
     assert "containers[0].imagePullpolicy read as imagePullPolicy" in lines[1]
     assert "hostAliasez is not a field of the template; ignored, as Chaos Mesh 0.9 did" in lines[2]
+    rendered = run("render", "--template-configmap", str(page), *ARGS)
+    assert rendered.returncode == 0 and rendered.stderr.splitlines() == lines
 
 
 def test_inject_errors(tmp_path: Path) -> None:
