@@ -105,14 +105,16 @@ def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file
 @pass_client
 @click.pass_context
 def methods(ctx: click.Context, c: Client) -> None:
-    """Method names a 0.9 fault can target."""
+    """Method names a 0.9 fault can target (access, allocate, getlk, setlk, setlkw never fire)."""
     names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
-    _emit(ctx, names, lambda: click.echo("\n".join(names)))
+    idle = {"access", "allocate", "getlk", "setlk", "setlkw"}
+    _emit(ctx, names, lambda: click.echo("\n".join(
+        f"{n}\t(never fires: the kernel handles it)" if n in idle else n for n in names)))
 
 
 def _fault_options(fn: Callable) -> Callable:
     for opt in reversed([
-        click.option("--errno", "errno_", type=click.IntRange(0, 4095), default=0, help="errno to return (e.g. 5 = EIO)"),
+        click.option("--errno", "errno_", type=click.IntRange(0, 511), default=0, help="errno to return, 1..511 (e.g. 5 = EIO)"),
         click.option("--random", "random_", is_flag=True, help="random errno 7..53 (0.9 behaviour)"),
         click.option("--pct", type=click.IntRange(0, 100), default=100, show_default=True, help="percent of matching operations"),
         click.option("--path", default="", help="RE2 regex searched in the mount-relative path"),

@@ -10,13 +10,14 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from chaosfs import fuseconn  # must precede pyfuse3, see fuseconn.py
 import pyfuse3  # noqa: E402
 import trio
 
 from chaosfs import mounts
-from chaosfs.cli import Config, ConfigError
+from chaosfs.config import Config, ConfigError
 from chaosfs.faults import FaultEngine, Rule
 from chaosfs.methods import DATA_METHODS, METHOD_ID
 from chaosfs.passthrough import CacheConfig, FsOperations, make_operations
@@ -27,6 +28,50 @@ MOUNT_OPTIONS = ("fsname=chaosfs", "subtype=chaosfs", "allow_other", "default_pe
                  "dev", "suid")
 _LOOKUP = METHOD_ID["lookup"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+# ---- start-up checks on the host ---------------------------------------------------------
+
+def _check_dir(flag: str, path: str) -> str:
+    try:
+        if not os.path.isdir(path):
+            if os.path.exists(path):
+                raise ConfigError(f"-{flag} {path}: not a directory")
+            raise ConfigError(f"-{flag} {path}: no such directory")
+    except OSError as e:
+        raise ConfigError(f"-{flag} {path}: {e.strerror}") from None
+    return os.path.realpath(path)
+
+
+def _nested(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def prepare(cfg: Config) -> Config:
+    """The host-side checks before anything is mounted: a dead mount left by a crash is
+    cleared, the directories resolved and checked against each other, the pidfile's
+    directory created, /dev/fuse opened once. Raises ConfigError (one line)."""
+    mounts.clear_dead_mount(cfg.mountpoint)
+    original = _check_dir("original", cfg.original)
+    mountpoint = _check_dir("mountpoint", cfg.mountpoint)
+    if original == mountpoint:
+        raise ConfigError(f"-mountpoint {mountpoint} is the same directory as -original")
+    if _nested(mountpoint, original):
+        raise ConfigError(f"-mountpoint {mountpoint} is inside -original {original}")
+    if _nested(original, mountpoint):
+        raise ConfigError(f"-original {original} is inside -mountpoint {mountpoint}")
+    piddir = os.path.dirname(cfg.pidfile)
+    try:
+        os.makedirs(piddir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"-pidfile {cfg.pidfile}: cannot create {piddir}: {e.strerror}") from None
+    if not os.access(piddir, os.W_OK):
+        raise ConfigError(f"-pidfile {cfg.pidfile}: {piddir} is not writable")
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        raise ConfigError(f"/dev/fuse unusable: {e.strerror} (privileged container or --device /dev/fuse needed)") from None
+    return replace(cfg, original=original, mountpoint=mountpoint)
 
 
 # ---- pidfile -----------------------------------------------------------------------------
@@ -163,6 +208,7 @@ async def _after_start() -> None:
 def run(cfg: Config) -> int:
     from chaosfs.server import ControlPlane
     try:
+        cfg = prepare(cfg)
         claim_pidfile(cfg.pidfile)
     except ConfigError as e:
         print(f"chaosfs: {e}", file=sys.stderr)

@@ -58,7 +58,8 @@ def errno_of(fn, *a) -> int:
 # ---- injure.Injure (0.9) ------------------------------------------------------------------
 
 def test_methods_lists_exactly_the_31_names(fs):
-    assert list(fs.injure.Methods(fs.injure.empty()).methods) == COMPAT_31
+    names = list(fs.injure.Methods(fs.injure.empty()).methods)
+    assert len(names) == 31 and set(names) == set(COMPAT_31)  # 0.9's order was random
 
 
 def test_set_fault_errno_on_path_then_recover_all(fs):
@@ -420,7 +421,10 @@ def ctl(d, *args, check=True):
 
 def test_chaosfs_ctl_end_to_end(fs):
     m = fs.mountpoint
-    assert ctl(fs, "methods").stdout.split() == COMPAT_31
+    lines = ctl(fs, "methods").stdout.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == COMPAT_31
+    assert {ln.split("\t")[0] for ln in lines if "never fires" in ln} == {
+        "access", "allocate", "getlk", "setlk", "setlkw"}
     ctl(fs, "set", "read", "--errno", "5", "--path", "other")
     assert errno_of(read_file, m / "other.txt") == errno.EIO
     assert json.loads(ctl(fs, "--json", "injected").stdout) == {"injected": True}
@@ -508,3 +512,20 @@ def test_rules_uncache_only_the_files_they_match(fs):
     n_sst = {x.method: x.count for x in fs.faults.Stats(fpb.StatsRequest()).methods}.get("getattr", 0)
     assert n_other <= 3, n_other   # served from the kernel's cache
     assert n_sst >= 30, n_sst      # every stat reached the daemon
+
+
+def test_every_operation_counted_under_its_own_name_injected_errors_included(fs):
+    inj, m = fs.injure, fs.mountpoint
+    inj.SetFault(inj.request(methods=["fsync", "flush"], errno=errno.EIO, pct=100, path="other"))
+    fs.faults.Stats(fpb.StatsRequest(reset=True))
+    fd = os.open(m / "other.txt", os.O_RDWR)
+    assert errno_of(os.fsync, fd) == errno.EIO
+    assert errno_of(os.close, fd) == errno.EIO  # flush's error; the fd is closed all the same
+    os.truncate(m / "other.txt", 10)
+    os.chmod(m / "other.txt", 0o600)
+    os.utime(m / "other.txt", (1, 2))
+    st = {x.method: x for x in fs.faults.Stats(fpb.StatsRequest()).methods}
+    assert st["fsync"].count == 1 and st["fsync"].errors == 1
+    assert st["flush"].count == 1 and st["flush"].errors == 1
+    for name in ("truncate", "chmod", "utimens"):
+        assert st[name].count == 1 and st[name].errors == 0, name
