@@ -204,7 +204,7 @@ class Webhook:
             config_name = config_name or annotation(ns_ann, "init-request")
         if not config_name:
             return Decision("skipped", "no injection requested")
-        config_name = config_name.lower()
+        config_name = str(config_name).lower()
         ref = f"{namespace}/{config_name}"
         configs = self.store.current
         cfg = configs.lookup(namespace, config_name)
