@@ -40,7 +40,7 @@ extensions = [
     Extension("chaosfs._hot", ["chaosfs/_hot.pyx"], extra_compile_args=["-O2"]),
 ]
 # Plain C (a libfuse ABI shim, not Python logic), so it stays out of cythonize().
-fuseconn = Extension("chaosfs._fuseconn", ["chaosfs/_fuseconn.c"], depends=["chaosfs/fuse740.h"],
+fuseconn = Extension("chaosfs._fuseconn", ["chaosfs/_fuseconn.c"], depends=["chaosfs/fuse740.h", "chaosfs/setid.h"],
                      extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
 
 setup(

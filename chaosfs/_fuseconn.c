@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <linux/fuse.h>
 #include "fuse740.h"
+#include "setid.h"
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -151,27 +152,7 @@ EXPORT struct fuse_session *fuse_session_new(struct fuse_args *args, const void 
     return real_session_new(args, ops_copy, op_size, userdata);
 }
 
-/* What the kernel does for a writer without CAP_FSETID: drop S_ISUID, and S_ISGID when the
- * group may execute. `fd` may be an O_PATH fd. Returns 1 if the mode changed. */
-static int clear_setid(int fd)
-{
-    struct stat s;
-    if (fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
-        return 0;
-    mode_t kill = s.st_mode & S_ISUID;
-    if ((s.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-        kill |= S_ISGID;
-    if (!kill)
-        return 0;
-    mode_t mode = s.st_mode & 07777 & ~kill;
-    if (fchmod(fd, mode) == 0)
-        return 1;
-    if (errno != EBADF)  /* EBADF: an O_PATH fd; its /proc magic link takes a chmod */
-        return -1;
-    char path[32];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    return fchmodat(AT_FDCWD, path, mode, 0) == 0 ? 1 : -1;
-}
+#define clear_setid chaosfs_clear_setid
 
 static void kill_fd(int fd, uint64_t nodeid)
 {

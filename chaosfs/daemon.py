@@ -18,15 +18,13 @@ import trio
 
 from chaosfs import mounts
 from chaosfs.config import Config, ConfigError
-from chaosfs.faults import FaultEngine, Rule
-from chaosfs.methods import DATA_METHODS, METHOD_ID
+from chaosfs.faults import FaultEngine
 from chaosfs.passthrough import CacheConfig, FsOperations, make_operations
 
 log = logging.getLogger("chaosfs")
 
 MOUNT_OPTIONS = ("fsname=chaosfs", "subtype=chaosfs", "allow_other", "default_permissions",
                  "dev", "suid")
-_LOOKUP = METHOD_ID["lookup"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -118,35 +116,6 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
-# ---- cache invalidation on rule changes -------------------------------------------------
-
-def make_invalidator(ops: FsOperations):
-    """Drop the kernel's cached pages/attributes/names of every known inode a changed rule
-    matches, so the next operation reaches the daemon (and the rule). Runs on a gRPC thread."""
-
-    def invalidate(changed: list[Rule], any_left: bool) -> None:
-        nodes = list(ops.inodes.by_ino.values())
-        data = any(r.touches(DATA_METHODS) for r in changed)
-        names = any(r.touches((_LOOKUP,)) for r in changed)
-        for node in nodes:
-            if node.parent is None and node is not ops.inodes.root:
-                continue
-            path = ops.inodes.path_of(node)
-            if not any(r.matches_path(path) for r in changed):
-                continue
-            try:
-                pyfuse3.invalidate_inode(node.ino, attr_only=not data or node.is_dir)
-            except OSError:
-                pass
-            parent = node.parent
-            if names and parent is not None:
-                try:
-                    pyfuse3.invalidate_entry(parent.ino, node.name)
-                except OSError:
-                    pass
-    return invalidate
-
-
 # ---- run ---------------------------------------------------------------------------------
 
 def _raise_nofile() -> None:
@@ -218,9 +187,7 @@ def run(cfg: Config) -> int:
     ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
         cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline",
         passthrough=cfg.passthrough != "off")
-    # Only passthrough opens can bypass a rule: without them, rule changes skip the scan.
-    engine = FaultEngine(ops.gate, make_invalidator(ops),
-                         bypassed=ops.bypassed_paths if cfg.passthrough != "off" else None)
+    engine = FaultEngine(ops.gate, ops.rules_changed)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
                              tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)

@@ -390,15 +390,16 @@ class FaultEngine:
     the published tuple, so a lock is held by writers alone and never on the I/O path.
     """
 
-    def __init__(self, gate: FaultGate, invalidate: Optional[Callable[[list[Rule], bool], None]] = None,
-                 bypassed: Optional[Callable[[list[Rule]], dict[str, list[str]]]] = None) -> None:
+    def __init__(self, gate: FaultGate,
+                 on_change: Optional[Callable[[list[Rule], list[Rule]], dict[str, list[str]]]] = None) -> None:
         self.gate = gate
         self._lock = threading.Lock()
         self._rules: dict[str, Rule] = {}
         self._ids = itertools.count(1)
-        self._invalidate = invalidate
-        # Files open in kernel passthrough that a new rule cannot reach (passthrough.py).
-        self._find_bypassed = bypassed
+        # The file system's walk after a change (FsOperations.rules_changed): drops the
+        # kernel's caches the changed rules make stale and reports, per added rule, files
+        # open in kernel passthrough that it cannot reach.
+        self._on_change = on_change
         self._bypassed: dict[str, list[str]] = {}
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
@@ -427,20 +428,20 @@ class FaultEngine:
             self._publish(table)
             changed = [r for k, r in before.items() if table.get(k) is not r]
             changed += [r for k, r in table.items() if before.get(k) is not r]
-        if changed and self._invalidate is not None:
-            # Outside the lock, and never on the FUSE thread: the kernel may need a reply
-            # from us before it can drop its caches.
-            try:
-                self._invalidate(changed, bool(table))
-            except Exception:
-                log.exception("cache invalidation failed")
+        if not changed or self._on_change is None:
+            return result
         added = [r for r in changed if table.get(r.id) is r]
-        if added and self._find_bypassed is not None:
-            found = self._find_bypassed(added)
-            for rid, paths in found.items():
-                log.warning("rule %s: %d file(s) open in kernel passthrough keep bypassing its "
-                            "read/write faults until reopened: %s", rid, len(paths),
-                            ", ".join(sorted(paths)[:10]) + (" ..." if len(paths) > 10 else ""))
+        # Outside the lock, and never on the FUSE thread (see rules_changed).
+        try:
+            found = self._on_change(changed, added)
+        except Exception:
+            log.exception("cache invalidation after a rule change failed")
+            return result
+        for rid, paths in found.items():
+            log.warning("rule %s: %d file(s) open in kernel passthrough keep bypassing its "
+                        "read/write faults until reopened: %s", rid, len(paths),
+                        ", ".join(sorted(paths)[:10]) + (" ..." if len(paths) > 10 else ""))
+        if found:
             with self._lock:
                 self._bypassed.update(found)
                 for rid in [k for k in self._bypassed if k not in self._rules]:

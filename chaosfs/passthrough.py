@@ -19,7 +19,7 @@ import resource
 import stat
 from typing import Any, Callable, Optional
 
-from chaosfs import fuseconn  # must precede pyfuse3, see fuseconn.py
+from chaosfs.transport import LibfuseTransport, Transport  # loads pyfuse3 the right way
 import pyfuse3  # noqa: E402
 import trio
 from pyfuse3 import FUSEError
@@ -196,20 +196,6 @@ class InodeTable:
         return os.fsdecode(b"/".join(reversed(parts)))
 
 
-def _drop_entry(parent_ino: int, name: bytes) -> None:
-    try:
-        pyfuse3.invalidate_entry(parent_ino, name)
-    except OSError:
-        pass
-
-
-def _drop_pages(ino: int) -> None:
-    try:
-        pyfuse3.invalidate_inode(ino, attr_only=False)
-    except OSError:
-        pass
-
-
 def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
     """Error mapping and stats for a cold-path handler. An exception other than FUSEError
     escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
@@ -288,7 +274,9 @@ class FsOperations(pyfuse3.Operations):
     gate: FaultGate
     handles: dict[int, Handle]
 
-    def setup(self, original: str, cache: Optional[CacheConfig] = None) -> None:
+    def setup(self, original: str, cache: Optional[CacheConfig] = None,
+              transport: Optional[Transport] = None) -> None:
+        self.transport: Transport = transport or LibfuseTransport()
         self.root_fd = os.open(original, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.inodes = InodeTable(self.root_fd)
         self.cache = cache or CacheConfig()
@@ -392,14 +380,14 @@ class FsOperations(pyfuse3.Operations):
                 # After an error the kernel keeps this directory's attributes stale, and
                 # every walk through it would ask (and fail) again. Dropping its name makes
                 # the next walk look it up instead: the LOOKUP reply refreshes them.
-                await trio.to_thread.run_sync(_drop_entry, node.parent.ino, node.name)
+                await trio.to_thread.run_sync(self.transport.invalidate_entry, node.parent.ino, node.name)
             raise
         return self._entry(node, self._stat(node))
 
     @fuse_op("truncate", counted_as=setattr_methods)
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
         # Taken first, so a faulted or failed truncate does not leave the request queued.
-        kill = fields.update_size and fuseconn.take_kill(inode)
+        kill = fields.update_size and self.transport.take_kill(inode)
         node = self.inodes.get(inode)
         fd = self.inodes.fd(node)
         if fields.update_size:
@@ -430,7 +418,7 @@ class FsOperations(pyfuse3.Operations):
             # for a symlink (its target is not followed), whatever names it has now.
             _hot.utimens_at(AT_FDCWD, os.fsencode(proc_path(fd)), atime, mtime, False)
         if kill:
-            fuseconn.clear_setid(fd)
+            self.transport.clear_setid(fd)
         return self._entry(node, os.stat(fd))
 
     @fuse_op("readlink")
@@ -570,7 +558,7 @@ class FsOperations(pyfuse3.Operations):
         if moved is not None and self.gate.active and self._rules_touch(moved, DATA_METHODS):
             # Pages cached under the old name must not answer for a file a rule now
             # matches. Off the loop thread: the kernel may need us to answer meanwhile.
-            await trio.to_thread.run_sync(_drop_pages, moved.ino)
+            await trio.to_thread.run_sync(self.transport.invalidate_inode, moved.ino, False)
 
     def _known_at(self, dirfd: int, name: bytes) -> Optional[Node]:
         try:
@@ -585,7 +573,7 @@ class FsOperations(pyfuse3.Operations):
         fi.direct_io = bool(flags & os.O_DIRECT)
         h = Handle(fd, node)
         data_rule = self.gate.active and self._rules_touch(node, DATA_METHODS)
-        if (self.passthrough and not fi.direct_io and fuseconn.passthrough_active()
+        if (self.passthrough and not fi.direct_io and self.transport.passthrough_active()
                 and (node.pt_opens or not (data_rule or node.cached_opens))
                 and self._passthrough(h)):
             # The kernel reads and writes the backing file itself. If a read/write rule
@@ -621,7 +609,7 @@ class FsOperations(pyfuse3.Operations):
             except OSError:
                 return False  # read-only file system, a running executable, not a file
             try:
-                node.backing_id = fuseconn.backing_open(bfd)
+                node.backing_id = self.transport.backing_open(bfd)
             except OSError as e:
                 if not self.passthrough_warned:
                     self.passthrough_warned = True
@@ -631,10 +619,10 @@ class FsOperations(pyfuse3.Operations):
             finally:
                 os.close(bfd)
         try:
-            fuseconn.passthrough_reply(h.fd, node.backing_id)
+            self.transport.offer_passthrough(h.fd, node.backing_id)
         except RuntimeError:  # more opens in flight than the hook's table holds (-workers)
             if node.pt_opens == 0:
-                fuseconn.backing_close(node.backing_id)
+                self.transport.backing_close(node.backing_id)
                 node.backing_id = -1
             return False
         node.pt_opens += 1
@@ -649,42 +637,54 @@ class FsOperations(pyfuse3.Operations):
             node.pt_opens -= 1
             if node.pt_opens == 0:
                 try:
-                    fuseconn.backing_close(node.backing_id)
+                    self.transport.backing_close(node.backing_id)
                 except OSError:
                     log.warning("closing backing id %d failed", node.backing_id)
                 node.backing_id = -1
         h.io = IO_UNCOUNTED
 
-    def bypassed_paths(self, rules: list[Any]) -> dict[str, list[str]]:
-        """Files open in kernel passthrough that a read/write rule among `rules` matches:
-        their open fds keep reading and writing the backing file until reopened."""
-        out: dict[str, list[str]] = {}
-        data_rules = [r for r in rules if r.touches(DATA_METHODS)]
-        if not data_rules:
-            return out
+    def rules_changed(self, changed: list[Any], added: list[Any]) -> dict[str, list[str]]:
+        """One walk over the known inodes after a rule change (on a gRPC thread, never the
+        FUSE loop's: the kernel may need a reply from us before it can drop its caches).
+
+        Every inode a changed rule matches loses the kernel's cached attributes, its name
+        (for lookup rules) and its pages (for read/write rules), so the next operation
+        reaches the daemon and the rule. Returns, per added read/write rule, the paths of
+        files open in kernel passthrough that it cannot reach until they are reopened."""
+        bypassed: dict[str, list[str]] = {}
+        data = any(r.touches(DATA_METHODS) for r in changed)
+        names = any(r.touches(LOOKUP_METHODS) for r in changed)
+        new_data = [r for r in added if r.touches(DATA_METHODS)] if self.passthrough else []
+        t = self.transport
         for node in list(self.inodes.by_ino.values()):
-            if node.pt_opens <= 0:
-                continue
+            if node.parent is None and node is not self.inodes.root:
+                continue  # forgotten meanwhile
             path = self.inodes.path_of(node)
-            for r in data_rules:
-                if r.matches_path(path):
-                    out.setdefault(r.id, []).append(path)
-        return out
+            if not any(r.matches_path(path) for r in changed):
+                continue
+            t.invalidate_inode(node.ino, not data or node.is_dir)
+            if names and node.parent is not None:
+                t.invalidate_entry(node.parent.ino, node.name)
+            if node.pt_opens > 0:
+                for r in new_data:
+                    if r.matches_path(path):
+                        bypassed.setdefault(r.id, []).append(path)
+        return bypassed
 
     @fuse_op("open")
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        kill = flags & os.O_TRUNC and fuseconn.take_kill(inode)
+        kill = flags & os.O_TRUNC and self.transport.take_kill(inode)
         node = self.inodes.get(inode)
         await self._fault("open", node)
         fd = os.open(proc_path(self.inodes.fd(node)), (flags & ~OPEN_STRIP) | os.O_CLOEXEC)
         if kill:
             try:
-                changed = fuseconn.clear_setid(fd)
+                changed = self.transport.clear_setid(fd)
             except OSError:
                 os.close(fd)
                 raise
             if changed:  # the kernel refreshes size, not mode, after an O_TRUNC open
-                pyfuse3.invalidate_inode(inode, attr_only=True)
+                self.transport.invalidate_inode(inode, True)
         return self._file_info(fd, node, flags)
 
     @fuse_op("create")
@@ -736,7 +736,7 @@ class FsOperations(pyfuse3.Operations):
             h.entries = [os.fsencode(n) for n in os.listdir(h.fd)]
         entries = h.entries
         parent = h.node
-        lookup, entry, reply = self.inodes.lookup, self._entry, pyfuse3.readdir_reply
+        lookup, entry, reply = self.inodes.lookup, self._entry, self.transport.readdir_reply
         for i in range(start_id, len(entries)):
             name = entries[i]
             try:
@@ -810,7 +810,8 @@ class FsOperations(pyfuse3.Operations):
 
 
 def make_operations(original: str, *, hot: str = "cython", cache: Optional[CacheConfig] = None,
-                    fsync_inline: bool = False, passthrough: bool = False) -> FsOperations:
+                    fsync_inline: bool = False, passthrough: bool = False,
+                    transport: Optional[Transport] = None) -> FsOperations:
     """The Operations object pyfuse3 serves: the cold path above plus the chosen hot path."""
     if hot == "cython":
         base: type = _hot.HotPath
@@ -823,5 +824,5 @@ def make_operations(original: str, *, hot: str = "cython", cache: Optional[Cache
     ops = cls()
     ops.fsync_inline = fsync_inline
     ops.passthrough = passthrough
-    ops.setup(original, cache)
+    ops.setup(original, cache, transport)
     return ops
