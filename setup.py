@@ -38,6 +38,11 @@ generate_grpc_stubs()
 
 extensions = [
     Extension("chaosfs._hot", ["chaosfs/_hot.pyx"], extra_compile_args=["-O2"]),
+    # -transport=cython: chaosfs's own /dev/fuse session (worker threads in devfuse_core.h)
+    Extension("chaosfs._devfuse", ["chaosfs/_devfuse.pyx"], include_dirs=["chaosfs"],
+              depends=["chaosfs/devfuse_core.h", "chaosfs/fuse740.h", "chaosfs/setid.h",
+                       "chaosfs/_hot.pxd"],
+              extra_compile_args=["-O2", "-D_GNU_SOURCE"], libraries=["pthread"]),
 ]
 # Plain C (a libfuse ABI shim, not Python logic), so it stays out of cythonize().
 fuseconn = Extension("chaosfs._fuseconn", ["chaosfs/_fuseconn.c"], depends=["chaosfs/fuse740.h", "chaosfs/setid.h"],

@@ -8,7 +8,8 @@ from typing import Optional
 
 from chaosfs import __version__
 from chaosfs.config import (ConfigError, parse_fsync, parse_hot, parse_level, parse_passthrough,
-                            parse_seconds, parse_workers, validate)
+                            parse_seconds, parse_threads, parse_transport, parse_workers,
+                            validate)
 from chaosfs.flags import Flag, FlagError, FlagSet, HelpRequested
 
 EXIT_USAGE = 2
@@ -31,6 +32,8 @@ def flagset() -> FlagSet:
         Flag("passthrough", "off: every read/write reaches chaosfs; unmatched: files no read/write rule matches when opened are served by the kernel from the backing file (Linux >= 6.9; a rule added later misses fds already open)", "off", parse_passthrough, env="CHAOSFS_PASSTHROUGH"),
         Flag("fuse-hooks", "read FUSE requests without splice and negotiate what libfuse 3.14 cannot (chaosfs/_fuseconn.c)", True, is_bool=True, env="CHAOSFS_FUSE_HOOKS"),
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
+        Flag("transport", "pyfuse3: libfuse through pyfuse3; cython: chaosfs's own /dev/fuse session (hot requests answered by C threads while no rule exists)", "pyfuse3", parse_transport, env="CHAOSFS_TRANSPORT"),
+        Flag("fuse-threads", "-transport=cython: threads reading /dev/fuse (each answers reads, writes, flushes and fsyncs itself)", 2, parse_threads, env="CHAOSFS_FUSE_THREADS"),
         Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, parse_workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
         Flag("tls-key", "private key for -tls-cert (PEM)"),

@@ -31,6 +31,8 @@ class Config:
     fuse_hooks: bool = True
     killpriv_v2: bool = True
     workers: int = 128
+    transport: str = "pyfuse3"
+    fuse_threads: int = 2
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_client_ca: Optional[str] = None
@@ -105,6 +107,18 @@ def parse_passthrough(text: str) -> str:
     return text
 
 
+def parse_transport(text: str) -> str:
+    if text not in ("cython", "pyfuse3"):
+        raise ValueError("expected cython or pyfuse3")
+    return text
+
+
+def parse_threads(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise ValueError("expected a whole number from 1 to 64")
+    return int(text)
+
+
 def parse_hot(text: str) -> str:
     if text not in ("cython", "python"):
         raise ValueError("expected cython or python")
@@ -123,7 +137,7 @@ def validate(values: dict) -> Config:
         raise ConfigError(f"-addr {values['addr']!r}: {e}") from None
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise ConfigError("-tls-cert and -tls-key go together")
-    if values["passthrough"] != "off" and not values["fuse_hooks"]:
+    if values["passthrough"] != "off" and not values["fuse_hooks"] and values["transport"] == "pyfuse3":
         raise ConfigError("-passthrough needs -fuse-hooks (the default)")
     if values["tls_client_ca"] and not values["tls_cert"]:
         raise ConfigError("-tls-client-ca needs -tls-cert and -tls-key")
@@ -137,6 +151,7 @@ def validate(values: dict) -> Config:
         log_level=values["log_level"], hot=values["hot"], attr_timeout=values["attr_timeout"],
         entry_timeout=values["entry_timeout"], keep_cache=values["keep_cache"],
         fsync=values["fsync"], passthrough=values["passthrough"], fuse_hooks=values["fuse_hooks"],
-        killpriv_v2=values["killpriv_v2"], workers=values["workers"], tls_cert=values["tls_cert"],
+        killpriv_v2=values["killpriv_v2"], workers=values["workers"], transport=values["transport"],
+        fuse_threads=values["fuse_threads"], tls_cert=values["tls_cert"],
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
     )

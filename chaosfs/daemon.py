@@ -12,14 +12,13 @@ import threading
 import time
 from dataclasses import replace
 
-from chaosfs import fuseconn  # must precede pyfuse3, see fuseconn.py
-import pyfuse3  # noqa: E402
 import trio
 
 from chaosfs import mounts
 from chaosfs.config import Config, ConfigError
 from chaosfs.faults import FaultEngine
-from chaosfs.passthrough import CacheConfig, FsOperations, make_operations
+from chaosfs.passthrough import CacheConfig, make_operations
+from chaosfs.transport import make_transport
 
 log = logging.getLogger("chaosfs")
 
@@ -134,11 +133,11 @@ async def _reaper(engine: FaultEngine) -> None:
             await trio.to_thread.run_sync(engine.remove, dead, True)
 
 
-async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> None:
+async def _serve(cfg: Config, engine: FaultEngine, plane, transport, stopping: list) -> None:
     async with trio.open_nursery() as nursery:
         async def fuse_loop() -> None:
             try:
-                await pyfuse3.main(min_tasks=1, max_tasks=cfg.workers)
+                await transport.main(cfg.workers)
             finally:
                 nursery.cancel_scope.cancel()
         nursery.start_soon(fuse_loop)
@@ -149,7 +148,7 @@ async def _serve(cfg: Config, engine: FaultEngine, plane, stopping: list) -> Non
                 write_pidfile(cfg.pidfile)
                 plane.serving()
                 log.info("chaosfs ready: %s -> %s (pid %d)", cfg.original, cfg.mountpoint, os.getpid())
-                nursery.start_soon(_after_start)
+                nursery.start_soon(_after_start, transport)
                 async for sig in sigs:
                     stopping.append(sig)
                     break
@@ -163,15 +162,14 @@ def passthrough_depth(original: str) -> int:
     return 2 if mounts.fs_type_of(original) == "overlay" else 1
 
 
-async def _after_start() -> None:
+async def _after_start(transport) -> None:
     """Log what the FUSE connection got."""
-    # INIT is answered by the loop's first iterations, a moment after "ready".
+    # Under pyfuse3, INIT is answered by the loop's first iterations, a moment after "ready".
     for _ in range(50):
-        s = fuseconn.status()
-        if not s["enabled"] or s["init_replied"]:
+        if getattr(transport, "negotiated", lambda: True)():
             break
         await trio.sleep(0.02)
-    log.info("FUSE connection: %s", fuseconn.describe())
+    log.info("FUSE connection: %s", transport.describe())
 
 
 def run(cfg: Config) -> int:
@@ -184,9 +182,10 @@ def run(cfg: Config) -> int:
         return 2
     _raise_nofile()
     os.umask(0)  # modes come from the caller (already masked by the kernel/ctx.umask)
+    transport = make_transport(cfg.transport, hooks=cfg.fuse_hooks)
     ops = make_operations(cfg.original, hot=cfg.hot, cache=CacheConfig(
         cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline",
-        passthrough=cfg.passthrough != "off")
+        passthrough=cfg.passthrough != "off", transport=transport)
     engine = FaultEngine(ops.gate, ops.rules_changed)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
@@ -199,18 +198,17 @@ def run(cfg: Config) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
-    if cfg.fuse_hooks:
-        fuseconn.enable(killpriv_v2=cfg.killpriv_v2,
-                        passthrough_depth=passthrough_depth(cfg.original) if cfg.passthrough != "off" else 0)
     try:
-        pyfuse3.init(ops, cfg.mountpoint, set(MOUNT_OPTIONS))
-    except RuntimeError as e:
+        transport.mount(ops, cfg.mountpoint, MOUNT_OPTIONS, killpriv_v2=cfg.killpriv_v2,
+                        passthrough_depth=passthrough_depth(cfg.original) if cfg.passthrough != "off" else 0,
+                        workers=cfg.fuse_threads)
+    except OSError as e:
         plane.stop(0)
         print(f"chaosfs: mounting {cfg.mountpoint} failed: {e}", file=sys.stderr)
         return 1
     rc = 0
     try:
-        trio.run(_serve, cfg, engine, plane, stopping)
+        trio.run(_serve, cfg, engine, plane, transport, stopping)
         if not stopping:
             log.warning("the kernel ended the FUSE session (unmounted from outside?)")
     except BaseException:
@@ -222,9 +220,9 @@ def run(cfg: Config) -> int:
         # The FUSE session goes first: closing /dev/fuse aborts whatever requests the app
         # still has in flight (they would otherwise wait for a loop that no longer runs).
         try:
-            pyfuse3.close(unmount=True)
+            transport.close(unmount=True)
         except Exception:
-            log.exception("pyfuse3.close failed")
+            log.exception("closing the FUSE session failed")
         if mounts.mount_type(cfg.mountpoint) == "fuse.chaosfs":
             mounts.lazy_unmount(cfg.mountpoint)
         plane.stop(0.5)

@@ -19,7 +19,7 @@ import resource
 import stat
 from typing import Any, Callable, Optional
 
-from chaosfs.transport import LibfuseTransport, Transport  # loads pyfuse3 the right way
+from chaosfs.transport import LibfuseTransport, Transport
 import pyfuse3  # noqa: E402
 import trio
 from pyfuse3 import FUSEError

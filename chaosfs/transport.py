@@ -3,13 +3,13 @@
 FsOperations (passthrough.py) never reaches into a transport's internals: it holds a
 Transport and calls these methods. LibfuseTransport is pyfuse3 + libfuse 3.14 with the
 session hooks of _fuseconn.c (loaded here, before pyfuse3, so the hooks bind: that
-ordering lives in this module and nowhere else).
+ordering is kept by chaosfs/__init__.py, whatever module is imported first).
 """
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from chaosfs import fuseconn  # must precede pyfuse3 (see fuseconn.py)
+from chaosfs import fuseconn
 import pyfuse3  # noqa: E402
 
 
@@ -40,6 +40,35 @@ class Transport(Protocol):
 class LibfuseTransport:
     """pyfuse3's session (libfuse 3.14) with chaosfs's session hooks under it."""
 
+    def __init__(self, hooks: bool = True) -> None:
+        self.hooks = hooks
+
+    # -- lifecycle (the daemon's calls; the DevFuseTransport has the same four) --
+
+    def mount(self, ops: Any, mountpoint: str, options: Any, *, killpriv_v2: bool = True,
+              passthrough_depth: int = 0, workers: int = 0) -> None:
+        if self.hooks:
+            fuseconn.enable(killpriv_v2=killpriv_v2, passthrough_depth=passthrough_depth)
+        try:
+            pyfuse3.init(ops, mountpoint, set(options))
+        except RuntimeError as e:
+            raise OSError(f"mount {mountpoint}: {e}") from None
+
+    async def main(self, max_tasks: int) -> None:
+        await pyfuse3.main(min_tasks=1, max_tasks=max_tasks)
+
+    def close(self, unmount: bool = True) -> None:
+        pyfuse3.close(unmount=unmount)
+
+    def describe(self) -> str:
+        return "pyfuse3 transport: " + fuseconn.describe()
+
+    def negotiated(self) -> bool:
+        s = fuseconn.status()
+        return not s["enabled"] or s["init_replied"]
+
+    # -- the Transport interface --
+
     def invalidate_inode(self, ino: int, attr_only: bool) -> None:
         try:
             pyfuse3.invalidate_inode(ino, attr_only=attr_only)
@@ -61,3 +90,14 @@ class LibfuseTransport:
     backing_open = staticmethod(fuseconn.backing_open)
     backing_close = staticmethod(fuseconn.backing_close)
     offer_passthrough = staticmethod(fuseconn.passthrough_reply)
+
+
+def make_transport(kind: str, *, hooks: bool = True) -> Any:
+    """`-transport`: "pyfuse3" (libfuse, the default) or "cython" (chaosfs's own /dev/fuse
+    session, chaosfs/_devfuse.pyx)."""
+    if kind == "pyfuse3":
+        return LibfuseTransport(hooks)
+    if kind == "cython":
+        from chaosfs._devfuse import DevFuseTransport
+        return DevFuseTransport()
+    raise ValueError(f"unknown transport {kind!r} (cython or pyfuse3)")

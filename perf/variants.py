@@ -170,6 +170,9 @@ def standard(quick: bool) -> list[Variant]:
         Variant("ceiling", "pyfuse3 ceiling", "ceiling"),
         Variant("ceiling-io", "pyfuse3 ceiling, real I/O", "ceiling-io"),
         Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
+        Variant("devfuse", "chaosfs -transport=cython", "chaosfs", ["-transport=cython"]),
+        Variant("devfuse-rules1000", "chaosfs -transport=cython, 1000 non-matching rules", "chaosfs",
+                ["-transport=cython"], rules=rules_nonmatching(1000)),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
         Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
         Variant("passthrough", "chaosfs -passthrough=unmatched", "chaosfs", ["-passthrough=unmatched"]),
@@ -179,7 +182,7 @@ def standard(quick: bool) -> list[Variant]:
         Variant("eio30", "chaosfs, 30% EIO on other path", "chaosfs", rules=rule_other_path(30.0)),
     ]
     if quick:
-        vs = [v for v in vs if v.name in ("native", "ceiling", "chaosfs")]
+        vs = [v for v in vs if v.name in ("native", "ceiling", "chaosfs", "devfuse")]
     return vs
 
 

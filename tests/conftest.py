@@ -156,6 +156,15 @@ def daemon_factory():
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+# Both FUSE transports: pyfuse3 (libfuse) and chaosfs's own /dev/fuse session.
+TRANSPORTS = ("pyfuse3", "cython")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request) -> str:
+    return request.param
+
+
 @pytest.fixture(params=["cython", "python"])
 def hot_impl(request) -> str:
     return request.param

@@ -38,8 +38,8 @@ STICKY = set("open opendir create flush fsync fsyncdir access getxattr setxattr 
 
 
 @pytest.fixture
-def fs(daemon_factory):
-    d = daemon_factory()
+def fs(daemon_factory, transport):
+    d = daemon_factory(f"-transport={transport}")
     (d.original / "dir").mkdir()
     (d.original / "dir" / "file").write_bytes(b"file-bytes" * 100)
     (d.original / "top").write_bytes(b"top-bytes" * 50)
@@ -139,7 +139,7 @@ REACHES = ("open", "create", "flush", "fsync", "opendir", "fsyncdir", "setxattr"
 
 
 @pytest.mark.parametrize("api", ["injure", "v1"])
-def test_after_an_enosys_fault_and_recover_the_mount_is_as_good_as_new(fs, daemon_factory, api):
+def test_after_an_enosys_fault_and_recover_the_mount_is_as_good_as_new(fs, daemon_factory, transport, api):
     m, inj = fs.mountpoint, fs.injure
     for method in sorted(STICKY | {"read", "write", "getattr"}):
         if api == "injure":
@@ -158,7 +158,7 @@ def test_after_an_enosys_fault_and_recover_the_mount_is_as_good_as_new(fs, daemo
     fs.faults.Stats(fpb.StatsRequest(reset=True))
     got = battery(m)
     counts = fs.method_counts()
-    fresh = daemon_factory()
+    fresh = daemon_factory(f"-transport={transport}")
     (fresh.original / "dir").mkdir()
     (fresh.original / "dir" / "file").write_bytes(b"file-bytes" * 100)
     (fresh.original / "top").write_bytes(b"top-bytes" * 50)

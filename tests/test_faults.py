@@ -25,8 +25,8 @@ COMPAT_31 = ("open read write mkdir rmdir opendir fsync flush release truncate g
 
 
 @pytest.fixture
-def fs(daemon_factory):
-    d = daemon_factory()
+def fs(daemon_factory, transport):
+    d = daemon_factory(f"-transport={transport}")
     (d.original / "db").mkdir()
     (d.original / "db" / "000012.sst").write_bytes(b"sst-data" * 512)
     (d.original / "other.txt").write_bytes(b"other-data" * 400)

@@ -45,7 +45,7 @@ def test_killpriv_v2_can_be_turned_off(daemon_factory):
 
 def test_hooks_can_be_turned_off(daemon_factory):
     d = daemon_factory("-fuse-hooks=false")
-    assert "FUSE connection: libfuse defaults" in d.wait_log("FUSE connection")
+    assert "FUSE connection: pyfuse3 transport: libfuse defaults" in d.wait_log("FUSE connection")
     write_many(d.mountpoint / "f")
     assert (d.original / "f").read_bytes() == b"w" * 4096 * WRITES
 

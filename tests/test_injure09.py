@@ -22,8 +22,8 @@ METHODS_09 = set("open read write mkdir rmdir opendir fsync flush release trunca
 
 
 @pytest.fixture
-def fs(daemon_factory):
-    d = daemon_factory()
+def fs(daemon_factory, transport):
+    d = daemon_factory(f"-transport={transport}")
     (d.original / "dir").mkdir()
     (d.original / "dir" / "file").write_bytes(b"file-bytes" * 100)
     (d.original / "top").write_bytes(b"top" * 10)

@@ -23,8 +23,8 @@ DATA = os.urandom(4 << 20)
 
 
 @pytest.fixture
-def pt(daemon_factory):
-    d = daemon_factory("-passthrough=unmatched")
+def pt(daemon_factory, transport):
+    d = daemon_factory("-passthrough=unmatched", f"-transport={transport}")
     assert "kernel passthrough for unmatched files" in d.wait_log("FUSE connection")
     (d.original / "db").mkdir()
     (d.original / "db" / "data.sst").write_bytes(DATA)

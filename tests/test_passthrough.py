@@ -106,7 +106,9 @@ def outcome(fn: Callable[[Path], Any], root: Path) -> Any:
 # Each module-wide daemon: the Cython and Python hot paths, and the Cython one with kernel
 # passthrough (files are then read and written by the kernel, not by chaosfs).
 CONFIGS = {"cython": ["-hot=cython"], "python": ["-hot=python"],
-           "passthrough": ["-hot=cython", "-passthrough=unmatched"]}
+           "passthrough": ["-hot=cython", "-passthrough=unmatched"],
+           "devfuse": ["-transport=cython"],
+           "devfuse-passthrough": ["-transport=cython", "-passthrough=unmatched"]}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

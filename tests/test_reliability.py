@@ -58,11 +58,13 @@ def fio_job(directory: Path, engine: str, rw: str, bs: str, jobs: int, direct: i
 
 # The same matrix with kernel passthrough: data then moves between fio and the backing file
 # without chaosfs, through the open/release bookkeeping chaosfs does for it.
-CASES = [(c, ()) for c in FIO_MATRIX] + [(c, ("-passthrough=unmatched",)) for c in FIO_MATRIX]
+# And once more through chaosfs's own /dev/fuse transport.
+CASES = ([(c, ()) for c in FIO_MATRIX] + [(c, ("-passthrough=unmatched",)) for c in FIO_MATRIX]
+         + [(c, ("-transport=cython",)) for c in FIO_MATRIX])
+_CASE_TAG = {(): "", ("-passthrough=unmatched",): "-kernel-passthrough", ("-transport=cython",): "-devfuse"}
 
 
-@pytest.mark.parametrize("case,flags", CASES,
-                         ids=[c[0] + ("-kernel-passthrough" if f else "") for c, f in CASES])
+@pytest.mark.parametrize("case,flags", CASES, ids=[c[0] + _CASE_TAG[f] for c, f in CASES])
 def test_fio_two_phase_verify(daemon_factory, case, flags):
     name, engine, rw, bs, jobs, direct, size = case
     d = daemon_factory(*flags)

@@ -283,10 +283,13 @@ class FsCompare(RuleBasedStateMachine):
         self.open_fds.clear()
 
 
-@pytest.fixture(scope="module", params=["cython", "python"])
+CONFIGS = {"cython": ["-hot=cython"], "python": ["-hot=python"], "devfuse": ["-transport=cython"]}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
 def env(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"stateful-{request.param}")
-    d = make_daemon(base, f"-hot={request.param}")
+    d = make_daemon(base, *CONFIGS[request.param])
     native = base / "native"
     native.mkdir()
     d.start()

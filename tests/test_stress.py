@@ -37,10 +37,10 @@ EXPECTED_SKIPS = {"fiemap"}
 EXPECTED_FAIL_LINES = {"fsize": re.compile(r"fallocate|SIGXFSZ")}
 
 
-@pytest.fixture(scope="module")
-def mount(tmp_path_factory):
-    base = tmp_path_factory.mktemp("stress")
-    d = make_daemon(base)
+@pytest.fixture(scope="module", params=["pyfuse3", "cython"])
+def mount(tmp_path_factory, request):
+    base = tmp_path_factory.mktemp(f"stress-{request.param}")
+    d = make_daemon(base, f"-transport={request.param}")
     d.start()
     yield d
     d.cleanup()

@@ -1,0 +1,160 @@
+# C-level declarations of the /dev/fuse transport: the kernel's protocol structs (from
+# <linux/fuse.h>, protocol 7.38, plus the 7.40 passthrough pieces in fuse740.h) and the
+# worker core in devfuse_core.h. The Python-facing API is _devfuse.pyi.
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from "<linux/fuse.h>" nogil:
+    enum:
+        FUSE_LOOKUP, FUSE_FORGET, FUSE_GETATTR, FUSE_SETATTR, FUSE_READLINK, FUSE_SYMLINK
+        FUSE_MKNOD, FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME, FUSE_LINK, FUSE_OPEN
+        FUSE_READ, FUSE_WRITE, FUSE_STATFS, FUSE_RELEASE, FUSE_FSYNC, FUSE_SETXATTR
+        FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_REMOVEXATTR, FUSE_FLUSH, FUSE_INIT, FUSE_OPENDIR
+        FUSE_READDIR, FUSE_RELEASEDIR, FUSE_FSYNCDIR, FUSE_ACCESS, FUSE_CREATE
+        FUSE_INTERRUPT, FUSE_DESTROY, FUSE_BATCH_FORGET, FUSE_READDIRPLUS, FUSE_RENAME2
+        FUSE_NOTIFY_REPLY, FUSE_NOTIFY_INVAL_INODE, FUSE_NOTIFY_INVAL_ENTRY
+        FUSE_ASYNC_READ, FUSE_ATOMIC_O_TRUNC, FUSE_BIG_WRITES, FUSE_AUTO_INVAL_DATA
+        FUSE_DO_READDIRPLUS, FUSE_ASYNC_DIO, FUSE_PARALLEL_DIROPS, FUSE_MAX_PAGES
+        FUSE_HANDLE_KILLPRIV_V2, FUSE_INIT_EXT
+        FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE, FATTR_ATIME, FATTR_MTIME, FATTR_FH
+        FATTR_ATIME_NOW, FATTR_MTIME_NOW, FATTR_CTIME, FATTR_KILL_SUIDGID
+        FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_NONSEEKABLE
+        FUSE_OPEN_KILL_SUIDGID, FUSE_FSYNC_FDATASYNC
+
+    struct fuse_attr:
+        uint64_t ino, size, blocks, atime, mtime, ctime
+        uint32_t atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags
+    struct fuse_kstatfs:
+        uint64_t blocks, bfree, bavail, files, ffree
+        uint32_t bsize, namelen, frsize, padding
+    struct fuse_in_header:
+        uint32_t len, opcode
+        uint64_t unique, nodeid
+        uint32_t uid, gid, pid
+    struct fuse_out_header:
+        uint32_t len
+        int32_t error
+        uint64_t unique
+    struct fuse_init_in:
+        uint32_t major, minor, max_readahead, flags, flags2
+    struct fuse_entry_out:
+        uint64_t nodeid, generation, entry_valid, attr_valid
+        uint32_t entry_valid_nsec, attr_valid_nsec
+        fuse_attr attr
+    struct fuse_attr_out:
+        uint64_t attr_valid
+        uint32_t attr_valid_nsec, dummy
+        fuse_attr attr
+    struct fuse_forget_in:
+        uint64_t nlookup
+    struct fuse_forget_one:
+        uint64_t nodeid, nlookup
+    struct fuse_batch_forget_in:
+        uint32_t count
+    struct fuse_getattr_in:
+        uint32_t getattr_flags
+        uint64_t fh
+    struct fuse_setattr_in:
+        uint32_t valid
+        uint64_t fh, size, atime, mtime, ctime
+        uint32_t atimensec, mtimensec, ctimensec, mode, uid, gid
+    struct fuse_mknod_in:
+        uint32_t mode, rdev, umask
+    struct fuse_mkdir_in:
+        uint32_t mode, umask
+    struct fuse_rename_in:
+        uint64_t newdir
+    struct fuse_rename2_in:
+        uint64_t newdir
+        uint32_t flags
+    struct fuse_link_in:
+        uint64_t oldnodeid
+    struct fuse_open_in:
+        uint32_t flags, open_flags
+    struct fuse_create_in:
+        uint32_t flags, mode, umask, open_flags
+    struct fuse_release_in:
+        uint64_t fh
+    struct fuse_flush_in:
+        uint64_t fh
+    struct fuse_read_in:
+        uint64_t fh, offset
+        uint32_t size
+    struct fuse_write_in:
+        uint64_t fh, offset
+        uint32_t size, write_flags
+    struct fuse_write_out:
+        uint32_t size, padding
+    struct fuse_statfs_out:
+        fuse_kstatfs st
+    struct fuse_fsync_in:
+        uint64_t fh
+        uint32_t fsync_flags
+    struct fuse_setxattr_in:
+        uint32_t size, flags
+    struct fuse_getxattr_in:
+        uint32_t size
+    struct fuse_getxattr_out:
+        uint32_t size, padding
+    struct fuse_access_in:
+        uint32_t mask
+    struct fuse_dirent:
+        uint64_t ino, off
+        uint32_t namelen, type
+    struct fuse_notify_inval_inode_out:
+        uint64_t ino
+        int64_t off, len
+    struct fuse_notify_inval_entry_out:
+        uint64_t parent
+        uint32_t namelen, flags
+
+cdef extern from "fuse740.h" nogil:
+    uint32_t FUSE740_PASSTHROUGH_FLAGS2
+    uint32_t FUSE740_FOPEN_PASSTHROUGH
+    unsigned long FUSE740_IOC_BACKING_OPEN
+    unsigned long FUSE740_IOC_BACKING_CLOSE
+    struct fuse740_backing_map:
+        int32_t fd
+        uint32_t flags
+        uint64_t padding
+    struct fuse740_init_out:
+        uint32_t major, minor, max_readahead, flags
+        uint16_t max_background, congestion_threshold
+        uint32_t max_write, time_gran
+        uint16_t max_pages, map_alignment
+        uint32_t flags2, max_stack_depth
+    struct fuse740_open_out:
+        uint64_t fh
+        uint32_t open_flags
+        int32_t backing_id
+
+cdef extern from "devfuse_core.h" nogil:
+    enum:
+        DF_MAX_WORKERS, DF_BUCKETS, DF_METHODS, DF_M_READ, DF_M_WRITE, DF_M_FSYNC, DF_M_FLUSH
+    struct df_msg:
+        df_msg *next
+        int fd
+        uint32_t len
+        char data[1]
+    struct df_server:
+        int dev
+        int nworkers
+        int fds[64]
+        int started
+        size_t bufsize
+        int killpriv_v2
+        const int *gate_active
+        unsigned long long *counts
+        unsigned long long *errors
+        unsigned long long *hist
+        unsigned char *issued
+        size_t nissued
+        int efd
+        int ended
+        uint64_t hot_served, handed_over
+    int df_start(df_server *s, int nworkers)
+    df_msg *df_take(df_server *s)
+    int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
+    void df_set_issued(df_server *s, uint64_t fh, int kind)
+    int df_init_server(df_server *s)
+    void df_join(df_server *s, double seconds)
+    int chaosfs_clear_setid(int fd)

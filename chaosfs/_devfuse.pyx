@@ -1,0 +1,771 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The /dev/fuse transport (-transport=cython): chaosfs's own FUSE session, no libfuse.
+
+Mount and INIT happen here; C worker threads (devfuse_core.h) read requests and answer the
+hot ones without the GIL while no rule exists; everything else reaches the trio thread,
+where this module decodes the request, awaits the same Operations handler pyfuse3 would
+call, and encodes the reply. The file-system logic sees only the Transport methods below.
+"""
+import errno as E
+import logging
+import os
+import stat as S
+import time
+
+import trio
+from pyfuse3 import FUSEError
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.errno cimport errno
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from chaosfs import methods as _m
+from chaosfs._hot cimport FaultGate
+
+log = logging.getLogger("chaosfs.devfuse")
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t read(int fd, void *buf, size_t count)
+    ssize_t write(int fd, const void *buf, size_t count)
+    int close(int fd)
+cdef extern from "<fcntl.h>" nogil:
+    int c_open "open"(const char *path, int flags)
+    int O_RDWR, O_CLOEXEC
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+cdef extern from "<sys/mount.h>" nogil:
+    int mount(const char *source, const char *target, const char *fstype, unsigned long flags,
+              const void *data)
+    int umount2(const char *target, int flags)
+    int MNT_DETACH
+cdef extern from "<string.h>" nogil:
+    size_t strnlen(const char *s, size_t maxlen)
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
+
+assert _m.METHOD_ID["read"] == DF_M_READ and _m.METHOD_ID["write"] == DF_M_WRITE
+assert _m.METHOD_ID["fsync"] == DF_M_FSYNC and _m.METHOD_ID["flush"] == DF_M_FLUSH
+
+MAX_WRITE = 1 << 20           # 1 MiB requests: max_pages 256
+HEADROOM = 4096               # request headers beyond the payload
+PROTO_MINOR = 40
+XATTR_CREATE, XATTR_REPLACE = 1, 2
+cdef size_t IN_HDR = sizeof(fuse_in_header)
+
+
+# ---- what the handlers receive ------------------------------------------------------------
+
+class RequestContext:
+    """What pyfuse3's RequestContext carries: the caller's ids and, for creates, its umask."""
+    __slots__ = ("uid", "gid", "pid", "umask")
+
+    def __init__(self, uid, gid, pid, umask=0):
+        self.uid, self.gid, self.pid, self.umask = uid, gid, pid, umask
+
+
+class SetattrAttrs:
+    __slots__ = ("st_mode", "st_uid", "st_gid", "st_size", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
+
+
+class SetattrFields:
+    __slots__ = ("update_atime", "update_mtime", "update_ctime", "update_mode", "update_uid",
+                 "update_gid", "update_size")
+
+
+cdef class DirBuffer:
+    """The READDIR(PLUS) reply being built: readdir_reply() appends while it fits."""
+    cdef bytearray buf
+    cdef size_t limit
+    cdef bint plus
+    cdef list plain_inos  # READDIR (not plus) entries count no lookup: forgotten afterwards
+
+    def __cinit__(self, size_t limit, bint plus):
+        self.buf = bytearray()
+        self.limit = limit
+        self.plus = plus
+        self.plain_inos = []
+
+
+cdef inline uint64_t _sec(double t):
+    return <uint64_t>t if t > 0 else 0
+
+
+cdef inline uint32_t _nsec(double t):
+    return <uint32_t>((t - <uint64_t>t) * 1e9) if t > 0 else 0
+
+
+cdef void _fill_attr(fuse_attr *a, object e):
+    cdef long long at = e.st_atime_ns, mt = e.st_mtime_ns, ct = e.st_ctime_ns
+    a.ino = e.st_ino
+    a.size = e.st_size
+    a.blocks = e.st_blocks
+    a.atime = at // 1000000000
+    a.atimensec = at % 1000000000
+    a.mtime = mt // 1000000000
+    a.mtimensec = mt % 1000000000
+    a.ctime = ct // 1000000000
+    a.ctimensec = ct % 1000000000
+    a.mode = e.st_mode
+    a.nlink = e.st_nlink
+    a.uid = e.st_uid
+    a.gid = e.st_gid
+    a.rdev = e.st_rdev
+    a.blksize = e.st_blksize
+    a.flags = 0
+
+
+cdef void _fill_entry(fuse_entry_out *o, object e):
+    memset(o, 0, sizeof(fuse_entry_out))
+    o.nodeid = e.st_ino
+    o.generation = e.generation
+    o.entry_valid = _sec(e.entry_timeout)
+    o.entry_valid_nsec = _nsec(e.entry_timeout)
+    o.attr_valid = _sec(e.attr_timeout)
+    o.attr_valid_nsec = _nsec(e.attr_timeout)
+    _fill_attr(&o.attr, e)
+
+
+cdef bytes _entry_bytes(object e):
+    cdef fuse_entry_out o
+    _fill_entry(&o, e)
+    return PyBytes_FromStringAndSize(<char *>&o, sizeof(o))
+
+
+cdef bytes _cstr(const char *p, size_t avail):
+    """A NUL-terminated name inside the request (never past its end)."""
+    return PyBytes_FromStringAndSize(p, strnlen(p, avail))
+
+
+cdef class _Request:
+    """One request taken off the workers' queue; owns the copied bytes."""
+    cdef df_msg *m
+    cdef fuse_in_header *h
+    cdef char *arg
+    cdef size_t alen
+
+    def __dealloc__(self):
+        free(self.m)
+
+
+cdef _Request _wrap(df_msg *m):
+    cdef _Request r = _Request.__new__(_Request)
+    r.m = m
+    r.h = <fuse_in_header *>m.data
+    r.arg = m.data + IN_HDR
+    r.alen = m.len - IN_HDR
+    return r
+
+
+cdef inline void _need(size_t have, size_t want) except *:
+    if have < want:
+        raise FUSEError(E.EINVAL)
+
+
+cdef uint32_t _open_flags(fi):
+    cdef uint32_t f = 0
+    if fi.direct_io:
+        f |= FOPEN_DIRECT_IO
+    if fi.keep_cache:
+        f |= FOPEN_KEEP_CACHE
+    if fi.nonseekable:
+        f |= FOPEN_NONSEEKABLE
+    return f
+
+
+def _conn_id(bytes mountpoint) -> int:
+    """The FUSE connection number (the mount's minor device), from /proc/self/mountinfo."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4].replace(b"\\040", b" ") == mountpoint and b" fuse." in line:
+                return int(parts[2].split(b":")[1])
+    return -1
+
+
+# ---- the transport ------------------------------------------------------------------------
+
+cdef class DevFuseTransport:
+    cdef df_server s
+    cdef object ops
+    cdef FaultGate gate
+    cdef bytes mountpoint
+    cdef dict pt_offers
+    cdef dict kills
+    cdef bint mounted
+    cdef bint passthrough_ok
+    cdef int want_depth
+    cdef bint want_killpriv
+    cdef public int kernel_minor
+    cdef public int workers
+    cdef int conn_id
+    cdef bytes ctl_path
+
+    def __cinit__(self):
+        memset(&self.s, 0, sizeof(df_server))
+        self.s.dev = -1
+        self.s.efd = -1
+        self.pt_offers = {}
+        self.kills = {}
+
+    # -- lifecycle (the daemon's calls) --
+
+    def mount(self, ops, str mountpoint, options, *, bint killpriv_v2=True,
+              int passthrough_depth=0, int workers=2):
+        """Mount over `mountpoint` and answer the kernel's INIT; requests wait until main()."""
+        import resource
+        self.ops = ops
+        self.gate = ops.gate
+        self.want_killpriv = killpriv_v2
+        self.want_depth = passthrough_depth
+        self.workers = max(1, min(workers, DF_MAX_WORKERS))
+        self.mountpoint = os.fsencode(mountpoint)
+        fd = c_open(b"/dev/fuse", O_RDWR | O_CLOEXEC)
+        if fd < 0:
+            raise OSError(errno, f"/dev/fuse: {os.strerror(errno)}")
+        self.s.dev = fd
+        st = os.stat(self.mountpoint)
+        opts = [o for o in options if not o.startswith(("fsname=", "subtype="))]
+        fsname = next((o[7:] for o in options if o.startswith("fsname=")), "chaosfs")
+        subtype = next((o[8:] for o in options if o.startswith("subtype=")), "chaosfs")
+        flags = [o for o in opts if o in ("dev", "suid")]
+        data = ",".join([f"fd={fd}", f"rootmode={S.S_IFMT(st.st_mode):o}", "user_id=0", "group_id=0"]
+                        + [o for o in opts if o not in flags]).encode()
+        cdef bytes src = fsname.encode(), fstype = f"fuse.{subtype}".encode()
+        cdef unsigned long mflags = 0
+        if "dev" not in flags:
+            mflags |= 0x4  # MS_NODEV
+        if "suid" not in flags:
+            mflags |= 0x2  # MS_NOSUID
+        if mount(src, self.mountpoint, fstype, mflags, <const char *>data) < 0:
+            err = errno
+            close(fd)
+            self.s.dev = -1
+            raise OSError(err, f"mount {mountpoint}: {os.strerror(err)}")
+        self.mounted = True
+        # Not stat(): the kernel would ask us for the root's attributes before INIT.
+        self.conn_id = _conn_id(self.mountpoint)
+        self._init()
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.s.nissued = nofile
+        self.s.issued = <unsigned char *>calloc(nofile, 1)
+        self.s.bufsize = MAX_WRITE + HEADROOM
+        self.s.killpriv_v2 = 1 if self.want_killpriv else 0
+        self.s.gate_active = <const int *>&self.gate.active
+        self.s.counts = &self.gate.counts[0]
+        self.s.errors = &self.gate.errors[0]
+        self.s.hist = &self.gate.hist[0][0]
+        if df_init_server(&self.s) < 0:
+            raise OSError(errno, "eventfd")
+
+    cdef _init(self):
+        """Read INIT, answer it: what we want of what the kernel offers."""
+        cdef char buf[8192]
+        cdef ssize_t n
+        with nogil:
+            n = read(self.s.dev, buf, sizeof(buf))
+        if n < <ssize_t>(IN_HDR + 16):
+            raise OSError(errno or E.EIO, "no FUSE INIT from the kernel")
+        cdef fuse_in_header *h = <fuse_in_header *>buf
+        cdef fuse_init_in *i = <fuse_init_in *>(buf + IN_HDR)
+        if h.opcode != FUSE_INIT or i.major != 7 or i.minor < 31:
+            raise OSError(E.EPROTO, f"FUSE protocol {i.major}.{i.minor} (need 7.31 or later)")
+        self.kernel_minor = i.minor
+        cdef uint32_t offered = i.flags
+        cdef uint32_t offered2 = i.flags2 if (i.flags & FUSE_INIT_EXT) and n >= <ssize_t>(IN_HDR + 20) else 0
+        cdef uint32_t want = (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |
+                              FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS | FUSE_ASYNC_DIO |
+                              FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES)
+        if self.want_killpriv:
+            want |= FUSE_HANDLE_KILLPRIV_V2
+        cdef fuse740_init_out o
+        memset(&o, 0, sizeof(o))
+        o.major = 7
+        o.minor = min(i.minor, PROTO_MINOR)
+        o.max_readahead = i.max_readahead
+        o.flags = want & offered
+        if self.want_depth and (offered2 & FUSE740_PASSTHROUGH_FLAGS2):
+            o.flags |= FUSE_INIT_EXT
+            o.flags2 = FUSE740_PASSTHROUGH_FLAGS2
+            o.max_stack_depth = self.want_depth
+            self.passthrough_ok = True
+        o.max_background = 64
+        o.congestion_threshold = 48
+        o.max_write = MAX_WRITE
+        o.time_gran = 1
+        o.max_pages = MAX_WRITE // 4096
+        self.s.killpriv_v2 = 1 if (o.flags & FUSE_HANDLE_KILLPRIV_V2) else 0
+        if df_reply(self.s.dev, h.unique, 0, &o, sizeof(o)) < 0:
+            raise OSError(errno, "answering FUSE INIT")
+
+    async def main(self, int max_tasks=128):
+        """Serve until the session ends (unmount) or the caller is cancelled."""
+        cdef int rc
+        with nogil:
+            rc = df_start(&self.s, self.workers)
+        if rc < 0:
+            raise OSError(errno, f"starting FUSE workers: {os.strerror(errno)}")
+        limit = trio.Semaphore(max_tasks)
+        cdef df_msg *m
+        cdef df_msg *nxt
+        cdef _Request r
+        cdef uint64_t tick
+        async with trio.open_nursery() as nursery:
+            while self.s.ended < self.s.nworkers:
+                await trio.lowlevel.wait_readable(self.s.efd)
+                read(self.s.efd, &tick, 8)
+                m = df_take(&self.s)
+                while m != NULL:
+                    nxt = m.next
+                    if m.len == 0:  # a worker is gone: the session ended
+                        free(m)
+                        self.s.ended += 1
+                        m = nxt
+                        continue
+                    r = _wrap(m)
+                    m = nxt
+                    if r.h.opcode == FUSE_FORGET or r.h.opcode == FUSE_BATCH_FORGET:
+                        await self._forget(r)  # no reply; never blocks
+                        continue
+                    if r.h.opcode == FUSE_INTERRUPT:
+                        continue  # answered by the original request's own reply
+                    await limit.acquire()
+                    nursery.start_soon(self._serve, r, limit)
+            nursery.cancel_scope.cancel()
+
+    def close(self, bint unmount=True):
+        """Unmount (lazily), abort the connection so every worker returns, join them."""
+        if self.mounted and unmount:
+            umount2(self.mountpoint, MNT_DETACH)
+            self.mounted = False
+        try:  # requests of apps that still hold files are failed, not left waiting
+            with open(f"/sys/fs/fuse/connections/{self.conn_id}/abort", "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+        with nogil:
+            df_join(&self.s, 2.0)
+        if self.s.dev >= 0:
+            close(self.s.dev)
+            self.s.dev = -1
+
+    def describe(self) -> str:
+        kp = "HANDLE_KILLPRIV_V2 negotiated" if self.s.killpriv_v2 else "no HANDLE_KILLPRIV_V2"
+        pt = ""
+        if self.passthrough_ok:
+            pt = "; kernel passthrough for unmatched files"
+        elif self.want_depth:
+            pt = "; kernel passthrough NOT available (needs Linux >= 6.9 and CAP_SYS_ADMIN)"
+        return (f"chaosfs /dev/fuse transport, protocol 7.{min(self.kernel_minor, PROTO_MINOR)}, "
+                f"{self.workers} worker thread(s), 1 MiB requests; {kp}{pt}")
+
+    def counters(self) -> dict:
+        return {"hot_served": self.s.hot_served, "handed_over": self.s.handed_over}
+
+    # -- the Transport interface (what FsOperations calls) --
+
+    def invalidate_inode(self, uint64_t ino, bint attr_only):
+        cdef fuse_notify_inval_inode_out o
+        o.ino = ino
+        o.off = -1 if attr_only else 0
+        o.len = 0
+        self._notify(FUSE_NOTIFY_INVAL_INODE, &o, sizeof(o), NULL, 0)
+
+    def invalidate_entry(self, uint64_t parent_ino, bytes name):
+        cdef fuse_notify_inval_entry_out o
+        o.parent = parent_ino
+        o.namelen = len(name)
+        o.flags = 0
+        name0 = name + b"\0"
+        self._notify(FUSE_NOTIFY_INVAL_ENTRY, &o, sizeof(o), PyBytes_AS_STRING(name0), len(name0))
+
+    cdef _notify(self, int code, void *p, size_t n, const char *extra, size_t extra_n):
+        cdef fuse_out_header h
+        cdef iovec iov[3]
+        h.len = sizeof(h) + n + extra_n
+        h.error = code
+        h.unique = 0
+        iov[0].iov_base = &h
+        iov[0].iov_len = sizeof(h)
+        iov[1].iov_base = p
+        iov[1].iov_len = n
+        iov[2].iov_base = <void *>extra
+        iov[2].iov_len = extra_n
+        cdef int dev = self.s.dev
+        with nogil:
+            writev(dev, iov, 3 if extra_n else 2)  # ENOENT: nothing cached, fine
+
+    def readdir_reply(self, DirBuffer token, bytes name, entry, uint64_t next_id) -> bool:
+        cdef size_t namelen = len(name)
+        cdef size_t head = sizeof(fuse_entry_out) + sizeof(fuse_dirent) if token.plus else sizeof(fuse_dirent)
+        cdef size_t rec = (head + namelen + 7) & ~(<size_t>7)
+        if len(token.buf) + rec > token.limit:
+            return False
+        cdef bytearray one = bytearray(rec)
+        cdef char *p = one
+        cdef fuse_dirent *d
+        if token.plus:
+            _fill_entry(<fuse_entry_out *>p, entry)
+            d = <fuse_dirent *>(p + sizeof(fuse_entry_out))
+        else:
+            d = <fuse_dirent *>p
+            token.plain_inos.append(entry.st_ino)
+        d.ino = entry.st_ino
+        d.off = next_id
+        d.namelen = namelen
+        d.type = (entry.st_mode & 0o170000) >> 12
+        memcpy(<char *>d + sizeof(fuse_dirent), PyBytes_AS_STRING(name), namelen)
+        token.buf += one
+        return True
+
+    def take_kill(self, ino) -> bool:
+        n = self.kills.get(ino, 0)
+        if not n:
+            return False
+        if n == 1:
+            del self.kills[ino]
+        else:
+            self.kills[ino] = n - 1
+        return True
+
+    def clear_setid(self, int fd) -> bool:
+        cdef int r = chaosfs_clear_setid(fd)
+        if r < 0:
+            raise OSError(errno, os.strerror(errno))
+        return r == 1
+
+    def passthrough_active(self) -> bool:
+        return self.passthrough_ok
+
+    def backing_open(self, int fd) -> int:
+        cdef fuse740_backing_map m
+        memset(&m, 0, sizeof(m))
+        m.fd = fd
+        cdef int rc
+        if not self.passthrough_ok:
+            raise OSError(E.EOPNOTSUPP, "kernel passthrough not negotiated")
+        with nogil:
+            rc = ioctl(self.s.dev, FUSE740_IOC_BACKING_OPEN, &m)
+        if rc < 0:
+            raise OSError(errno, os.strerror(errno))
+        return rc
+
+    def backing_close(self, int backing_id):
+        cdef uint32_t i = backing_id
+        if ioctl(self.s.dev, FUSE740_IOC_BACKING_CLOSE, &i) < 0:
+            raise OSError(errno, os.strerror(errno))
+
+    def offer_passthrough(self, uint64_t fh, int backing_id):
+        self.pt_offers[fh] = backing_id
+
+    # -- serving one request on the trio thread --
+
+    cdef int _reply(self, _Request r, int err, const void *p, size_t n):
+        return df_reply(r.m.fd, r.h.unique, err, p, n)
+
+    cdef int _reply_bytes(self, _Request r, bytes data):
+        return df_reply(r.m.fd, r.h.unique, 0, PyBytes_AS_STRING(data), len(data))
+
+    async def _forget(self, _Request r):
+        cdef fuse_batch_forget_in *b
+        cdef fuse_forget_one *one
+        cdef uint32_t i
+        if r.h.opcode == FUSE_FORGET:
+            if r.alen >= sizeof(fuse_forget_in):
+                await self.ops.forget([(r.h.nodeid, (<fuse_forget_in *>r.arg).nlookup)])
+            return
+        if r.alen < sizeof(fuse_batch_forget_in):
+            return
+        b = <fuse_batch_forget_in *>r.arg
+        one = <fuse_forget_one *>(r.arg + sizeof(fuse_batch_forget_in))
+        items = []
+        for i in range(min(b.count, (r.alen - sizeof(fuse_batch_forget_in)) // sizeof(fuse_forget_one))):
+            items.append((one[i].nodeid, one[i].nlookup))
+        await self.ops.forget(items)
+
+    async def _serve(self, _Request r, limit):
+        cdef int err = 0
+        try:
+            await self._dispatch(r)
+        except FUSEError as e:
+            err = _m.safe_errno(_METHOD_OF.get(r.h.opcode, -1), e.errno)
+        except (trio.Cancelled, KeyboardInterrupt):
+            err = E.EINTR
+            raise
+        except Exception:
+            log.exception("opcode %d failed unexpectedly", r.h.opcode)
+            err = E.EIO
+        finally:
+            if err:
+                self._reply(r, err, NULL, 0)
+            limit.release()
+
+    async def _dispatch(self, _Request r):
+        cdef uint32_t op = r.h.opcode
+        cdef uint64_t ino = r.h.nodeid
+        cdef char *a = r.arg
+        cdef size_t n = r.alen
+        ops = self.ops
+        ctx = RequestContext(r.h.uid, r.h.gid, r.h.pid)
+        if op == FUSE_LOOKUP:
+            self._reply_bytes(r, _entry_bytes(await ops.lookup(ino, _cstr(a, n), ctx)))
+        elif op == FUSE_GETATTR:
+            await self._getattr(r, await ops.getattr(ino, ctx))
+        elif op == FUSE_SETATTR:
+            await self._setattr(r, ctx)
+        elif op == FUSE_OPEN:
+            await self._open(r, ctx)
+        elif op == FUSE_READ:
+            await self._read(r)
+        elif op == FUSE_WRITE:
+            await self._write(r)
+        elif op == FUSE_FLUSH:
+            _need(n, sizeof(fuse_flush_in))
+            await ops.flush((<fuse_flush_in *>a).fh)
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
+            _need(n, sizeof(fuse_fsync_in))
+            fh = (<fuse_fsync_in *>a).fh
+            datasync = bool((<fuse_fsync_in *>a).fsync_flags & FUSE_FSYNC_FDATASYNC)
+            await (ops.fsync(fh, datasync) if op == FUSE_FSYNC else ops.fsyncdir(fh, datasync))
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
+            _need(n, sizeof(fuse_release_in))
+            fh = (<fuse_release_in *>a).fh
+            df_set_issued(&self.s, fh, 0)  # before the fd number can be reused
+            self.pt_offers.pop(fh, None)
+            await (ops.release(fh) if op == FUSE_RELEASE else ops.releasedir(fh))
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_CREATE:
+            await self._create(r, ctx)
+        elif op == FUSE_OPENDIR:
+            _need(n, sizeof(fuse_open_in))
+            fh = await ops.opendir(ino, ctx)
+            df_set_issued(&self.s, fh, 2)
+            await self._send_open(r, fh, 0, None)
+        elif op == FUSE_READDIRPLUS or op == FUSE_READDIR:
+            await self._readdir(r, op == FUSE_READDIRPLUS)
+        elif op == FUSE_MKDIR:
+            _need(n, sizeof(fuse_mkdir_in))
+            ctx.umask = (<fuse_mkdir_in *>a).umask
+            name = _cstr(a + sizeof(fuse_mkdir_in), n - sizeof(fuse_mkdir_in))
+            self._reply_bytes(r, _entry_bytes(await ops.mkdir(ino, name, (<fuse_mkdir_in *>a).mode, ctx)))
+        elif op == FUSE_MKNOD:
+            _need(n, sizeof(fuse_mknod_in))
+            ctx.umask = (<fuse_mknod_in *>a).umask
+            name = _cstr(a + sizeof(fuse_mknod_in), n - sizeof(fuse_mknod_in))
+            self._reply_bytes(r, _entry_bytes(await ops.mknod(
+                ino, name, (<fuse_mknod_in *>a).mode, (<fuse_mknod_in *>a).rdev, ctx)))
+        elif op == FUSE_SYMLINK:
+            name = _cstr(a, n)
+            target = _cstr(a + len(name) + 1, n - len(name) - 1) if n > len(name) + 1 else b""
+            self._reply_bytes(r, _entry_bytes(await ops.symlink(ino, name, target, ctx)))
+        elif op == FUSE_LINK:
+            _need(n, sizeof(fuse_link_in))
+            name = _cstr(a + sizeof(fuse_link_in), n - sizeof(fuse_link_in))
+            self._reply_bytes(r, _entry_bytes(await ops.link((<fuse_link_in *>a).oldnodeid, ino, name, ctx)))
+        elif op == FUSE_UNLINK:
+            await ops.unlink(ino, _cstr(a, n), ctx)
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_RMDIR:
+            await ops.rmdir(ino, _cstr(a, n), ctx)
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_RENAME or op == FUSE_RENAME2:
+            await self._rename(r, ctx, op == FUSE_RENAME2)
+        elif op == FUSE_READLINK:
+            self._reply_bytes(r, await ops.readlink(ino, ctx))
+        elif op == FUSE_STATFS:
+            await self._statfs(r, await ops.statfs(ctx))
+        elif op == FUSE_SETXATTR:
+            await self._setxattr(r, ctx)
+        elif op == FUSE_GETXATTR or op == FUSE_LISTXATTR:
+            await self._getxattr(r, ctx, op == FUSE_LISTXATTR)
+        elif op == FUSE_REMOVEXATTR:
+            await ops.removexattr(ino, _cstr(a, n), ctx)
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_ACCESS:
+            _need(n, sizeof(fuse_access_in))
+            ok = await ops.access(ino, (<fuse_access_in *>a).mask, ctx)
+            self._reply(r, 0 if ok else E.EACCES, NULL, 0)
+        elif op == FUSE_DESTROY:
+            self._reply(r, 0, NULL, 0)
+        elif op == FUSE_NOTIFY_REPLY:
+            pass
+        else:
+            # Not implemented yet (fallocate, lseek, copy_file_range, locks, tmpfile, statx,
+            # ioctl, poll, bmap): the kernel falls back exactly as it does under pyfuse3.
+            raise FUSEError(E.ENOSYS)
+
+    async def _getattr(self, _Request r, e):
+        cdef fuse_attr_out o
+        memset(&o, 0, sizeof(o))
+        o.attr_valid = _sec(e.attr_timeout)
+        o.attr_valid_nsec = _nsec(e.attr_timeout)
+        _fill_attr(&o.attr, e)
+        self._reply(r, 0, &o, sizeof(o))
+
+    async def _setattr(self, _Request r, ctx):
+        _need(r.alen, sizeof(fuse_setattr_in))
+        cdef fuse_setattr_in *s = <fuse_setattr_in *>r.arg
+        cdef uint32_t v = s.valid
+        attr, fields = SetattrAttrs(), SetattrFields()
+        now = time.time_ns()
+        fields.update_mode = bool(v & FATTR_MODE)
+        fields.update_uid = bool(v & FATTR_UID)
+        fields.update_gid = bool(v & FATTR_GID)
+        fields.update_size = bool(v & FATTR_SIZE)
+        fields.update_atime = bool(v & (FATTR_ATIME | FATTR_ATIME_NOW))
+        fields.update_mtime = bool(v & (FATTR_MTIME | FATTR_MTIME_NOW))
+        fields.update_ctime = bool(v & FATTR_CTIME)
+        attr.st_mode = s.mode
+        attr.st_uid = s.uid
+        attr.st_gid = s.gid
+        attr.st_size = s.size
+        attr.st_atime_ns = now if v & FATTR_ATIME_NOW else s.atime * 1000000000 + s.atimensec
+        attr.st_mtime_ns = now if v & FATTR_MTIME_NOW else s.mtime * 1000000000 + s.mtimensec
+        attr.st_ctime_ns = s.ctime * 1000000000 + s.ctimensec
+        fh = s.fh if v & FATTR_FH else None
+        if self.s.killpriv_v2 and (v & FATTR_KILL_SUIDGID) and (v & FATTR_SIZE):
+            self.kills[r.h.nodeid] = self.kills.get(r.h.nodeid, 0) + 1
+        await self._getattr(r, await self.ops.setattr(r.h.nodeid, attr, fields, fh, ctx))
+
+    async def _open(self, _Request r, ctx):
+        _need(r.alen, sizeof(fuse_open_in))
+        cdef fuse_open_in *o = <fuse_open_in *>r.arg
+        if self.s.killpriv_v2 and (o.flags & os.O_TRUNC) and (o.open_flags & FUSE_OPEN_KILL_SUIDGID):
+            self.kills[r.h.nodeid] = self.kills.get(r.h.nodeid, 0) + 1
+        fi = await self.ops.open(r.h.nodeid, o.flags, ctx)
+        df_set_issued(&self.s, fi.fh, 1)
+        await self._send_open(r, fi.fh, _open_flags(fi), None)
+
+    async def _create(self, _Request r, ctx):
+        _need(r.alen, sizeof(fuse_create_in))
+        cdef fuse_create_in *c = <fuse_create_in *>r.arg
+        ctx.umask = c.umask
+        name = _cstr(r.arg + sizeof(fuse_create_in), r.alen - sizeof(fuse_create_in))
+        fi, entry = await self.ops.create(r.h.nodeid, name, c.mode, c.flags, ctx)
+        df_set_issued(&self.s, fi.fh, 1)
+        await self._send_open(r, fi.fh, _open_flags(fi), entry)
+
+    async def _send_open(self, _Request r, uint64_t fh, uint32_t flags, entry):
+        cdef fuse740_open_out o
+        o.fh = fh
+        o.open_flags = flags
+        o.backing_id = 0
+        bid = self.pt_offers.pop(fh, None)
+        if bid is not None:
+            o.open_flags |= FUSE740_FOPEN_PASSTHROUGH
+            o.backing_id = bid
+        cdef bytes body = PyBytes_FromStringAndSize(<char *>&o, sizeof(o))
+        if entry is not None:
+            body = _entry_bytes(entry) + body
+        if self._reply_bytes(r, body) == 1:
+            # The open was interrupted and the kernel forgot it: it will never release it.
+            df_set_issued(&self.s, fh, 0)
+            await (self.ops.releasedir(fh) if r.h.opcode == FUSE_OPENDIR else self.ops.release(fh))
+
+    async def _read(self, _Request r):
+        _need(r.alen, sizeof(fuse_read_in))
+        cdef fuse_read_in *i = <fuse_read_in *>r.arg
+        data = await self.ops.read(i.fh, i.offset, i.size)
+        self._reply_bytes(r, data)
+
+    async def _write(self, _Request r):
+        _need(r.alen, sizeof(fuse_write_in))
+        cdef fuse_write_in *w = <fuse_write_in *>r.arg
+        if r.alen < sizeof(fuse_write_in) + w.size:
+            raise FUSEError(E.EINVAL)
+        data = PyBytes_FromStringAndSize(r.arg + sizeof(fuse_write_in), w.size)
+        cdef fuse_write_out o
+        o.size = await self.ops.write(w.fh, w.offset, data)
+        o.padding = 0
+        self._reply(r, 0, &o, sizeof(o))
+
+    async def _readdir(self, _Request r, bint plus):
+        _need(r.alen, sizeof(fuse_read_in))
+        cdef fuse_read_in *i = <fuse_read_in *>r.arg
+        cdef DirBuffer token = DirBuffer(i.size, plus)
+        await self.ops.readdir(i.fh, i.offset, token)
+        if token.plain_inos:  # plain READDIR entries are no lookups
+            await self.ops.forget([(ino, 1) for ino in token.plain_inos])
+        self._reply_bytes(r, bytes(token.buf))
+
+    async def _rename(self, _Request r, ctx, bint two):
+        cdef size_t head = sizeof(fuse_rename2_in) if two else sizeof(fuse_rename_in)
+        _need(r.alen, head)
+        cdef uint64_t newdir = (<fuse_rename_in *>r.arg).newdir
+        cdef uint32_t flags = (<fuse_rename2_in *>r.arg).flags if two else 0
+        old = _cstr(r.arg + head, r.alen - head)
+        new = _cstr(r.arg + head + len(old) + 1, r.alen - head - len(old) - 1)
+        await self.ops.rename(r.h.nodeid, old, newdir, new, flags, ctx)
+        self._reply(r, 0, NULL, 0)
+
+    async def _statfs(self, _Request r, d):
+        cdef fuse_statfs_out o
+        memset(&o, 0, sizeof(o))
+        o.st.blocks = d.f_blocks
+        o.st.bfree = d.f_bfree
+        o.st.bavail = d.f_bavail
+        o.st.files = d.f_files
+        o.st.ffree = d.f_ffree
+        o.st.bsize = d.f_bsize
+        o.st.namelen = d.f_namemax
+        o.st.frsize = d.f_frsize
+        self._reply(r, 0, &o, sizeof(o))
+
+    async def _setxattr(self, _Request r, ctx):
+        # Without FUSE_SETXATTR_EXT (not negotiated) the kernel sends the 8-byte compat struct.
+        cdef size_t head = 8
+        _need(r.alen, head)
+        cdef fuse_setxattr_in *s = <fuse_setxattr_in *>r.arg
+        name = _cstr(r.arg + head, r.alen - head)
+        cdef size_t at = head + len(name) + 1
+        if at + s.size > r.alen:
+            raise FUSEError(E.EINVAL)
+        value = PyBytes_FromStringAndSize(r.arg + at, s.size)
+        # The handler has no flags argument: create/replace are checked first (as pyfuse3 does)
+        if s.flags & (XATTR_CREATE | XATTR_REPLACE):
+            try:
+                await self.ops.getxattr(r.h.nodeid, name, ctx)
+                exists = True
+            except FUSEError as e:
+                if e.errno != E.ENODATA:
+                    raise
+                exists = False
+            if exists and s.flags & XATTR_CREATE:
+                raise FUSEError(E.EEXIST)
+            if not exists and s.flags & XATTR_REPLACE:
+                raise FUSEError(E.ENODATA)
+        await self.ops.setxattr(r.h.nodeid, name, value, ctx)
+        self._reply(r, 0, NULL, 0)
+
+    async def _getxattr(self, _Request r, ctx, bint names):
+        _need(r.alen, sizeof(fuse_getxattr_in))
+        cdef uint32_t size = (<fuse_getxattr_in *>r.arg).size
+        if names:
+            data = b"".join(n + b"\0" for n in await self.ops.listxattr(r.h.nodeid, ctx))
+        else:
+            name = _cstr(r.arg + sizeof(fuse_getxattr_in), r.alen - sizeof(fuse_getxattr_in))
+            data = await self.ops.getxattr(r.h.nodeid, name, ctx)
+        cdef fuse_getxattr_out o
+        if size == 0:
+            o.size = len(data)
+            o.padding = 0
+            self._reply(r, 0, &o, sizeof(o))
+        elif len(data) > size:
+            raise FUSEError(E.ERANGE)
+        else:
+            self._reply_bytes(r, data)
+
+
+# The method an opcode's errors are judged under (safe_errno: ENOSYS where it would stick).
+_METHOD_OF = {FUSE_OPEN: _m.METHOD_ID["open"], FUSE_OPENDIR: _m.METHOD_ID["opendir"],
+              FUSE_CREATE: _m.METHOD_ID["create"], FUSE_FLUSH: _m.METHOD_ID["flush"],
+              FUSE_FSYNC: _m.METHOD_ID["fsync"], FUSE_FSYNCDIR: _m.METHOD_ID["fsyncdir"],
+              FUSE_ACCESS: _m.METHOD_ID["access"], FUSE_GETXATTR: _m.METHOD_ID["getxattr"],
+              FUSE_SETXATTR: _m.METHOD_ID["setxattr"], FUSE_LISTXATTR: _m.METHOD_ID["listxattr"],
+              FUSE_REMOVEXATTR: _m.METHOD_ID["removexattr"], FUSE_RENAME2: _m.METHOD_ID["rename"]}

@@ -1,0 +1,358 @@
+/*
+ * The /dev/fuse transport's worker threads: plain C, no Python, no GIL.
+ *
+ * Each worker blocks in read(2) on its own clone of the session fd (FUSE_DEV_IOC_CLONE), so
+ * requests are spread over threads by the kernel. A worker answers READ, WRITE, FLUSH and
+ * FSYNC itself when no fault rule exists (the gate's `active` flag, read without a lock:
+ * the control plane publishes a complete rule table before it sets the flag) and the file
+ * handle is one the daemon issued; every other request is copied onto a queue that the
+ * trio thread drains (an eventfd wakes it) and answered there by the Operations logic.
+ * A reply goes back on the fd its request came from: a clone only accepts replies to the
+ * requests read from it.
+ */
+#ifndef CHAOSFS_DEVFUSE_CORE_H
+#define CHAOSFS_DEVFUSE_CORE_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/fuse.h>
+
+#include "setid.h"
+
+#define DF_MAX_WORKERS 64
+#define DF_BUCKETS 32
+#define DF_METHODS 48
+/* Method ids (chaosfs/methods.py's order; checked at import by _devfuse.pyx). */
+#define DF_M_READ 1
+#define DF_M_WRITE 2
+#define DF_M_FSYNC 6
+#define DF_M_FLUSH 7
+
+struct df_msg {
+    struct df_msg *next;
+    int fd;          /* the fd the request came from: its reply goes there */
+    uint32_t len;
+    char data[];     /* the request, header first; 8-byte aligned (malloc) */
+};
+
+struct df_server {
+    int dev;                       /* the session fd (mount's fd=) */
+    int nworkers;
+    int fds[DF_MAX_WORKERS];
+    pthread_t threads[DF_MAX_WORKERS];
+    int started;
+    size_t bufsize;                /* max_write + room for the headers */
+    int killpriv_v2;
+    /* the fault gate's view (FaultGate's own fields, kept alive by the Python side) */
+    const int *gate_active;
+    unsigned long long *counts, *errors, *hist;  /* hist: [DF_METHODS][DF_BUCKETS] */
+    /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
+    unsigned char *issued;
+    size_t nissued;
+    /* to the trio thread */
+    pthread_mutex_t qlock;
+    struct df_msg *qhead, *qtail;
+    int efd;
+    int ended;                     /* workers that saw the session end */
+    uint64_t hot_served, handed_over;
+};
+
+static inline double df_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static inline void df_record(struct df_server *s, int method, double t0, int failed)
+{
+    double us = (df_now() - t0) * 1e6, edge = 1.0;
+    int b = 0;
+    while (us >= edge && b < DF_BUCKETS - 1) {
+        edge *= 2.0;
+        b++;
+    }
+    __atomic_fetch_add(&s->counts[method], 1, __ATOMIC_RELAXED);
+    if (failed)
+        __atomic_fetch_add(&s->errors[method], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->hist[method * DF_BUCKETS + b], 1, __ATOMIC_RELAXED);
+}
+
+static inline int df_issued(struct df_server *s, uint64_t fh, int kind)
+{
+    return fh < s->nissued && __atomic_load_n(&s->issued[fh], __ATOMIC_ACQUIRE) == kind;
+}
+
+/* One reply: header + optional payload, on the fd the request came from. Returns 0, or 1
+ * when the kernel had forgotten the request (ENOENT: interrupted), or -1 on another error. */
+static inline int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
+{
+    struct fuse_out_header h = {.len = (uint32_t)(sizeof h + (err ? 0 : n)),
+                                .error = -err, .unique = unique};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)p, n}};
+    ssize_t w;
+    do
+        w = writev(fd, iov, err || !n ? 1 : 2);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return errno == ENOENT ? 1 : -1;
+    return 0;
+}
+
+static inline void df_notify_inval_attr(struct df_server *s, uint64_t nodeid)
+{
+    struct fuse_notify_inval_inode_out o = {.ino = nodeid, .off = -1, .len = 0};
+    struct fuse_out_header h = {.len = sizeof h + sizeof o, .error = FUSE_NOTIFY_INVAL_INODE};
+    struct iovec iov[2] = {{&h, sizeof h}, {&o, sizeof o}};
+    (void)!writev(s->dev, iov, 2);
+}
+
+/* The hot requests, answered here when no rule exists. Returns 1 if answered. `out` holds
+ * bufsize bytes. The errno of a failed syscall goes to the app as the syscall gave it: the
+ * backing fs only returns errnos the kernel passes through (< 512), and FLUSH/FSYNC's ENOSYS
+ * (a backing fs without fsync) becomes EOPNOTSUPP, never the reply that switches them off. */
+static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
+{
+    struct fuse_in_header *in = (struct fuse_in_header *)buf;
+    char *arg = buf + sizeof *in;
+    size_t alen = (size_t)n - sizeof *in;
+    if (__atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE))
+        return 0;
+    double t0 = df_now();
+    int err = 0;
+    switch (in->opcode) {
+    case FUSE_READ: {
+        if (alen < sizeof(struct fuse_read_in))
+            return 0;
+        struct fuse_read_in *r = (struct fuse_read_in *)arg;
+        if (!df_issued(s, r->fh, 1) || r->size > s->bufsize - sizeof(struct fuse_out_header))
+            return 0;
+        char *data = out + sizeof(struct fuse_out_header);
+        ssize_t got;
+        do
+            got = pread((int)r->fh, data, r->size, (off_t)r->offset);
+        while (got < 0 && errno == EINTR);
+        if (got < 0)
+            err = errno;
+        struct fuse_out_header *h = (struct fuse_out_header *)out;
+        h->len = (uint32_t)(sizeof *h + (got > 0 ? got : 0));
+        h->error = -err;
+        h->unique = in->unique;
+        ssize_t w;
+        do
+            w = write(fd, out, h->len);
+        while (w < 0 && errno == EINTR);
+        df_record(s, DF_M_READ, t0, err != 0);
+        return 1;
+    }
+    case FUSE_WRITE: {
+        if (alen < sizeof(struct fuse_write_in))
+            return 0;
+        struct fuse_write_in *w = (struct fuse_write_in *)arg;
+        if (!df_issued(s, w->fh, 1) || alen < sizeof *w + w->size)
+            return 0;
+        ssize_t put;
+        do
+            put = pwrite((int)w->fh, arg + sizeof *w, w->size, (off_t)w->offset);
+        while (put < 0 && errno == EINTR);
+        struct fuse_write_out o = {.size = put > 0 ? (uint32_t)put : 0};
+        if (put < 0)
+            err = errno;
+        df_reply(fd, in->unique, err, &o, sizeof o);
+        df_record(s, DF_M_WRITE, t0, err != 0);
+        return 1;
+    }
+    case FUSE_FLUSH: {
+        if (alen < sizeof(struct fuse_flush_in))
+            return 0;
+        struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
+        if (!df_issued(s, f->fh, 1))
+            return 0;
+        /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
+        int nfd = dup((int)f->fh);
+        if (nfd < 0 || close(nfd) < 0)
+            err = errno;
+        if (err == ENOSYS)
+            err = EOPNOTSUPP;
+        df_reply(fd, in->unique, err, NULL, 0);
+        df_record(s, DF_M_FLUSH, t0, err != 0);
+        return 1;
+    }
+    case FUSE_FSYNC: {
+        if (alen < sizeof(struct fuse_fsync_in))
+            return 0;
+        struct fuse_fsync_in *f = (struct fuse_fsync_in *)arg;
+        if (!df_issued(s, f->fh, 1))
+            return 0;
+        /* On this worker: others keep serving meanwhile, no thread hop. */
+        int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
+        if (rc < 0)
+            err = errno == ENOSYS ? EOPNOTSUPP : errno;
+        df_reply(fd, in->unique, err, NULL, 0);
+        df_record(s, DF_M_FSYNC, t0, err != 0);
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static inline void df_set_issued(struct df_server *s, uint64_t fh, int kind)
+{
+    if (fh < s->nissued)
+        __atomic_store_n(&s->issued[fh], (unsigned char)kind, __ATOMIC_RELEASE);
+}
+
+static void df_push(struct df_server *s, struct df_msg *m)
+{
+    pthread_mutex_lock(&s->qlock);
+    if (s->qtail)
+        s->qtail->next = m;
+    else
+        s->qhead = m;
+    s->qtail = m;
+    pthread_mutex_unlock(&s->qlock);
+    uint64_t one = 1;
+    (void)!write(s->efd, &one, sizeof one);
+}
+
+/* The queue's whole content, oldest first (the trio thread takes it in one go). */
+static struct df_msg *df_take(struct df_server *s)
+{
+    pthread_mutex_lock(&s->qlock);
+    struct df_msg *m = s->qhead;
+    s->qhead = s->qtail = NULL;
+    pthread_mutex_unlock(&s->qlock);
+    return m;
+}
+
+struct df_worker_arg {
+    struct df_server *s;
+    int fd;
+};
+
+static void *df_worker(void *p)
+{
+    struct df_worker_arg a = *(struct df_worker_arg *)p;
+    free(p);
+    struct df_server *s = a.s;
+    char *buf = aligned_alloc(4096, s->bufsize);
+    char *out = aligned_alloc(4096, s->bufsize);
+    int why = 0;
+    while (buf && out) {
+        ssize_t n = read(a.fd, buf, s->bufsize);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == ENOENT)
+                continue;  /* ENOENT: the request was interrupted before we read it */
+            why = errno;   /* ENODEV: unmounted or aborted */
+            break;
+        }
+        if ((size_t)n < sizeof(struct fuse_in_header))
+            continue;
+        struct fuse_in_header *in = (struct fuse_in_header *)buf;
+        if (in->opcode == FUSE_WRITE && (size_t)n >= sizeof *in + sizeof(struct fuse_write_in)) {
+            struct fuse_write_in *w = (struct fuse_write_in *)(buf + sizeof *in);
+            /* The kernel marks every write by a caller without CAP_FSETID; the bits go
+             * before the data lands, whichever thread then serves the write. */
+            if ((w->write_flags & FUSE_WRITE_KILL_SUIDGID) && df_issued(s, w->fh, 1)
+                    && chaosfs_clear_setid((int)w->fh) == 1)
+                df_notify_inval_attr(s, in->nodeid);
+        }
+        if (df_hot(s, a.fd, buf, n, out)) {
+            __atomic_fetch_add(&s->hot_served, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        struct df_msg *m = malloc(sizeof *m + (size_t)n);
+        if (!m) {
+            df_reply(a.fd, in->unique, ENOMEM, NULL, 0);
+            continue;
+        }
+        m->next = NULL;
+        m->fd = a.fd;
+        m->len = (uint32_t)n;
+        memcpy(m->data, buf, (size_t)n);
+        __atomic_fetch_add(&s->handed_over, 1, __ATOMIC_RELAXED);
+        df_push(s, m);
+    }
+    free(buf);
+    free(out);
+    /* An empty message says "this worker is gone" (len 0). */
+    struct df_msg *m = calloc(1, sizeof *m);
+    if (m) {
+        m->fd = -why;
+        df_push(s, m);
+    }
+    return NULL;
+}
+
+static int df_init_server(struct df_server *s)
+{
+    pthread_mutex_init(&s->qlock, NULL);
+    s->qhead = s->qtail = NULL;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return s->efd < 0 ? -1 : 0;
+}
+
+/* After the session ended: wait for the workers (each returns on ENODEV), close clones. */
+static void df_join(struct df_server *s, double seconds)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)seconds;
+    for (int i = 0; i < s->nworkers; i++) {
+        if (pthread_timedjoin_np(s->threads[i], NULL, &until) != 0)
+            pthread_detach(s->threads[i]);  /* still blocked: the process exit takes it */
+        else if (i > 0)
+            close(s->fds[i]);
+    }
+    s->nworkers = 0;
+    s->started = 0;
+}
+
+static int df_start(struct df_server *s, int nworkers)
+{
+    if (nworkers < 1 || nworkers > DF_MAX_WORKERS) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        int fd = s->dev;
+        if (i > 0) {
+            fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+            if (fd < 0)
+                return -1;
+            uint32_t master = (uint32_t)s->dev;
+            if (ioctl(fd, FUSE_DEV_IOC_CLONE, &master) < 0) {
+                close(fd);
+                return -1;
+            }
+        }
+        s->fds[i] = fd;
+        struct df_worker_arg *a = malloc(sizeof *a);
+        if (!a)
+            return -1;
+        a->s = s;
+        a->fd = fd;
+        if (pthread_create(&s->threads[i], NULL, df_worker, a) != 0) {
+            free(a);
+            if (i > 0)
+                close(fd);
+            errno = EAGAIN;
+            return -1;
+        }
+        s->nworkers = i + 1;
+    }
+    s->started = 1;
+    return 0;
+}
+
+#endif
