@@ -12,6 +12,7 @@ cdef extern from "<linux/fuse.h>" nogil:
         FUSE_READDIR, FUSE_RELEASEDIR, FUSE_FSYNCDIR, FUSE_ACCESS, FUSE_CREATE
         FUSE_INTERRUPT, FUSE_DESTROY, FUSE_BATCH_FORGET, FUSE_READDIRPLUS, FUSE_RENAME2
         FUSE_NOTIFY_REPLY, FUSE_NOTIFY_INVAL_INODE, FUSE_NOTIFY_INVAL_ENTRY
+        FUSE_FALLOCATE, FUSE_LSEEK, FUSE_COPY_FILE_RANGE
         FUSE_ASYNC_READ, FUSE_ATOMIC_O_TRUNC, FUSE_BIG_WRITES, FUSE_AUTO_INVAL_DATA
         FUSE_DO_READDIRPLUS, FUSE_ASYNC_DIO, FUSE_PARALLEL_DIROPS, FUSE_MAX_PAGES
         FUSE_HANDLE_KILLPRIV_V2, FUSE_INIT_EXT
@@ -97,6 +98,16 @@ cdef extern from "<linux/fuse.h>" nogil:
         uint32_t size, padding
     struct fuse_access_in:
         uint32_t mask
+    struct fuse_fallocate_in:
+        uint64_t fh, offset, length
+        uint32_t mode
+    struct fuse_lseek_in:
+        uint64_t fh, offset
+        uint32_t whence
+    struct fuse_lseek_out:
+        uint64_t offset
+    struct fuse_copy_file_range_in:
+        uint64_t fh_in, off_in, nodeid_out, fh_out, off_out, len, flags
     struct fuse_dirent:
         uint64_t ino, off
         uint32_t namelen, type

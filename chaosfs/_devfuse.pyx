@@ -190,6 +190,8 @@ def _conn_id(bytes mountpoint) -> int:
 # ---- the transport ------------------------------------------------------------------------
 
 cdef class DevFuseTransport:
+    """chaosfs's own FUSE session; implements chaosfs.transport.Transport."""
+    never_fire = _m.NEVER_FIRE_ANY  # methods whose requests never reach the daemon
     cdef df_server s
     cdef object ops
     cdef FaultGate gate
@@ -591,14 +593,41 @@ cdef class DevFuseTransport:
             _need(n, sizeof(fuse_access_in))
             ok = await ops.access(ino, (<fuse_access_in *>a).mask, ctx)
             self._reply(r, 0 if ok else E.EACCES, NULL, 0)
+        elif op == FUSE_FALLOCATE:
+            await self._fallocate(r)
+        elif op == FUSE_LSEEK:
+            await self._lseek(r)
+        elif op == FUSE_COPY_FILE_RANGE:
+            await self._copy_file_range(r)
         elif op == FUSE_DESTROY:
             self._reply(r, 0, NULL, 0)
         elif op == FUSE_NOTIFY_REPLY:
             pass
         else:
-            # Not implemented yet (fallocate, lseek, copy_file_range, locks, tmpfile, statx,
-            # ioctl, poll, bmap): the kernel falls back exactly as it does under pyfuse3.
+            # Not implemented yet (locks, tmpfile, statx, ioctl, poll, bmap): the kernel falls
+            # back exactly as it does under pyfuse3.
             raise FUSEError(E.ENOSYS)
+
+    async def _fallocate(self, _Request r):
+        _need(r.alen, sizeof(fuse_fallocate_in))
+        cdef fuse_fallocate_in *f = <fuse_fallocate_in *>r.arg
+        await self.ops.fallocate(f.fh, f.mode, f.offset, f.length)
+        self._reply(r, 0, NULL, 0)
+
+    async def _lseek(self, _Request r):
+        _need(r.alen, sizeof(fuse_lseek_in))
+        cdef fuse_lseek_in *i = <fuse_lseek_in *>r.arg
+        cdef fuse_lseek_out o
+        o.offset = await self.ops.lseek(i.fh, i.offset, i.whence)
+        self._reply(r, 0, &o, sizeof(o))
+
+    async def _copy_file_range(self, _Request r):
+        _need(r.alen, sizeof(fuse_copy_file_range_in))
+        cdef fuse_copy_file_range_in *c = <fuse_copy_file_range_in *>r.arg
+        cdef fuse_write_out o
+        o.size = await self.ops.copy_file_range(c.fh_in, c.off_in, c.fh_out, c.off_out, c.len, c.flags)
+        o.padding = 0
+        self._reply(r, 0, &o, sizeof(o))
 
     async def _getattr(self, _Request r, e):
         cdef fuse_attr_out o
@@ -768,4 +797,5 @@ _METHOD_OF = {FUSE_OPEN: _m.METHOD_ID["open"], FUSE_OPENDIR: _m.METHOD_ID["opend
               FUSE_FSYNC: _m.METHOD_ID["fsync"], FUSE_FSYNCDIR: _m.METHOD_ID["fsyncdir"],
               FUSE_ACCESS: _m.METHOD_ID["access"], FUSE_GETXATTR: _m.METHOD_ID["getxattr"],
               FUSE_SETXATTR: _m.METHOD_ID["setxattr"], FUSE_LISTXATTR: _m.METHOD_ID["listxattr"],
-              FUSE_REMOVEXATTR: _m.METHOD_ID["removexattr"], FUSE_RENAME2: _m.METHOD_ID["rename"]}
+              FUSE_REMOVEXATTR: _m.METHOD_ID["removexattr"], FUSE_RENAME2: _m.METHOD_ID["rename"],
+              FUSE_FALLOCATE: _m.METHOD_ID["allocate"]}

@@ -105,11 +105,13 @@ def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file
 @pass_client
 @click.pass_context
 def methods(ctx: click.Context, c: Client) -> None:
-    """Method names a 0.9 fault can target (access, allocate, getlk, setlk, setlkw never fire)."""
+    """Method names a 0.9 fault can target (access, getlk, setlk, setlkw never fire)."""
     names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
-    idle = {"access", "allocate", "getlk", "setlk", "setlkw"}
+    idle = {"access", "getlk", "setlk", "setlkw"}
+    note = {n: "(never fires: the kernel handles it)" for n in idle}
+    note["allocate"] = "(fires with -transport=cython only: pyfuse3 has no fallocate)"
     _emit(ctx, names, lambda: click.echo("\n".join(
-        f"{n}\t(never fires: the kernel handles it)" if n in idle else n for n in names)))
+        f"{n}\t{note[n]}" if n in note else n for n in names)))
 
 
 def _fault_options(fn: Callable) -> Callable:

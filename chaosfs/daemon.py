@@ -187,6 +187,7 @@ def run(cfg: Config) -> int:
         cfg.attr_timeout, cfg.entry_timeout, cfg.keep_cache), fsync_inline=cfg.fsync == "inline",
         passthrough=cfg.passthrough != "off", transport=transport)
     engine = FaultEngine(ops.gate, ops.rules_changed)
+    engine.never_fire = transport.never_fire
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
                              tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)

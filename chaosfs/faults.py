@@ -401,6 +401,7 @@ class FaultEngine:
         # open in kernel passthrough that it cannot reach.
         self._on_change = on_change
         self._bypassed: dict[str, list[str]] = {}
+        self.never_fire = NEVER_FIRE  # per transport; the daemon sets its transport's
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
@@ -470,7 +471,7 @@ class FaultEngine:
         """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""
         auto = not rule.id
         checked = validate_rule(replace(rule, id="r0") if auto else rule)
-        idle = never_firing(checked)
+        idle = never_firing(checked, self.never_fire)
         if idle:
             log.warning("rule %s: the kernel never sends %s to chaosfs (it handles them "
                         "itself): it will not fire", rule.id or "(new)", ", ".join(idle))
@@ -542,8 +543,8 @@ def compat_rule(method: str, *, errno: int, random_errno: bool, pct: int, path: 
     )
 
 
-def never_firing(rule: Rule) -> list[str]:
+def never_firing(rule: Rule, idle: frozenset = NEVER_FIRE) -> list[str]:
     """The methods of a rule that names only methods that never reach chaosfs (else [])."""
-    if rule.methods is None or not rule.methods <= NEVER_FIRE:
+    if rule.methods is None or not rule.methods <= idle:
         return []
     return sorted(ALL_METHODS[m] for m in rule.methods)

@@ -9,7 +9,8 @@ COMPAT_METHODS: tuple[str, ...] = (
     "setlkw", "statfs", "readlink", "symlink", "create", "access", "link", "mknod",
     "rename", "unlink", "getxattr", "listxattr", "removexattr", "setxattr",
 )
-EXTRA_METHODS: tuple[str, ...] = ("lookup", "readdir", "releasedir", "fsyncdir")
+EXTRA_METHODS: tuple[str, ...] = ("lookup", "readdir", "releasedir", "fsyncdir", "lseek",
+                                  "copy_file_range")
 ALL_METHODS: tuple[str, ...] = COMPAT_METHODS + EXTRA_METHODS
 METHOD_ID: dict[str, int] = {name: i for i, name in enumerate(ALL_METHODS)}
 
@@ -25,11 +26,11 @@ DELAY_ONLY = frozenset({METHOD_ID["release"], METHOD_ID["releasedir"]})
 # What the kernel does with an ENOSYS reply (fs/fuse, Linux 6.x): for these opcodes it means
 # "this server has no such operation" and the kernel switches it off for the whole connection
 # (no_open, no_opendir, no_create, no_flush, no_fsync, no_fsyncdir, no_access, no_*xattr,
-# no_rename2, no_fallocate): an OPEN then "succeeds" with fh 0 forever, fsync silently
+# no_rename2, no_fallocate, no_lseek, no_copy_file_range): an OPEN then "succeeds" with fh 0 forever, fsync silently
 # succeeds forever, xattrs answer EOPNOTSUPP until remount. No reply of ours may carry it.
 ENOSYS_STICKY = frozenset(METHOD_ID[m] for m in (
     "open", "opendir", "create", "flush", "fsync", "fsyncdir", "access", "getxattr",
-    "setxattr", "listxattr", "removexattr", "rename", "allocate"))
+    "setxattr", "listxattr", "removexattr", "rename", "allocate", "lseek", "copy_file_range"))
 # Sent instead, where 0.9's API asks for ENOSYS on one of them: the errno the kernel itself
 # reports for an unimplemented xattr or fallocate, and which it passes through unchanged.
 ENOSYS_STANDIN = 95  # EOPNOTSUPP
@@ -38,8 +39,10 @@ ENOSYS_STANDIN = 95  # EOPNOTSUPP
 MAX_REPLY_ERRNO = 511
 
 # Accepted (0.9 lists them) but never reaching chaosfs: with default_permissions the kernel
-# checks access(2) itself, and under pyfuse3 it keeps POSIX locks and fallocate local.
-NEVER_FIRE = frozenset(METHOD_ID[m] for m in ("access", "allocate", "getlk", "setlk", "setlkw"))
+# checks access(2) itself, and it keeps POSIX locks local (no transport negotiates them yet);
+# pyfuse3 has no fallocate, lseek or copy_file_range handler either (the /dev/fuse one has).
+NEVER_FIRE_ANY = frozenset(METHOD_ID[m] for m in ("access", "getlk", "setlk", "setlkw"))
+NEVER_FIRE = NEVER_FIRE_ANY | {METHOD_ID[m] for m in ("allocate", "lseek", "copy_file_range")}
 
 
 def safe_errno(method: int, err: int) -> int:

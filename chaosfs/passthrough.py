@@ -717,6 +717,34 @@ class FsOperations(pyfuse3.Operations):
         entry = self._entry(node, st)
         return self._file_info(fd, node, flags), entry
 
+    # ---- what only the /dev/fuse transport delivers (pyfuse3 has no handlers for these) --
+
+    @fuse_op("allocate")
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        h = self._handle(fh)
+        await self._fault("allocate", h.node)
+        _hot.fallocate_fd(h.fd, mode, offset, length)
+
+    @fuse_op("lseek")
+    async def lseek(self, fh: int, offset: int, whence: int) -> int:
+        # SEEK_DATA/SEEK_HOLE as the backing file knows them; the fd's own position is
+        # never used for I/O (pread/pwrite), so moving it disturbs nothing.
+        h = self._handle(fh)
+        await self._fault("lseek", h.node)
+        return os.lseek(h.fd, offset, whence)
+
+    @fuse_op("copy_file_range")
+    async def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int,
+                              length: int, flags: int) -> int:
+        src, dst = self._handle(fh_in), self._handle(fh_out)
+        await self._fault("copy_file_range", dst.node)
+        if self.gate.active and (self._rules_touch(src.node, DATA_METHODS)
+                                 or self._rules_touch(dst.node, DATA_METHODS)):
+            # The kernel then copies with read and write requests, which the rules see in
+            # full (corrupt and short included).
+            raise FUSEError(errno.EOPNOTSUPP)
+        return os.copy_file_range(src.fd, dst.fd, length, off_in, off_out)
+
     # ---- directories --------------------------------------------------------------------
 
     @fuse_op("opendir")

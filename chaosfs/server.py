@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chaosfs import faults
 from chaosfs.faults import FaultEngine, Rule, RuleError
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID, NEVER_FIRE
+from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 log = logging.getLogger("chaosfs.server")
@@ -92,7 +92,7 @@ class InjureService(injure_pb2_grpc.InjureServicer):
                 self._warned_enosys.update(swapped)
                 log.warning("%s: ENOSYS on %s is sent as EOPNOTSUPP: the kernel would switch "
                             "these operations off for the whole mount", rpc, ", ".join(swapped))
-        if methods and all(METHOD_ID[m] in NEVER_FIRE for m in methods):
+        if methods and all(METHOD_ID[m] in self.engine.never_fire for m in methods):
             log.warning("%s: the kernel never sends %s to chaosfs (it handles them itself): "
                         "this fault will not fire", rpc, ", ".join(methods))
         log.info("%s %s errno=%d random=%s pct=%d path=%r delay=%dus", rpc, methods,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from chaosfs import fuseconn
+from chaosfs.methods import NEVER_FIRE
 import pyfuse3  # noqa: E402
 
 
@@ -39,6 +40,8 @@ class Transport(Protocol):
 
 class LibfuseTransport:
     """pyfuse3's session (libfuse 3.14) with chaosfs's session hooks under it."""
+
+    never_fire = NEVER_FIRE  # methods whose requests never reach the daemon
 
     def __init__(self, hooks: bool = True) -> None:
         self.hooks = hooks

@@ -30,11 +30,11 @@ AT_FDCWD, RENAME_NOREPLACE = -100, 1
 ALL = ("open read write mkdir rmdir opendir fsync flush release truncate getattr chown chmod "
        "utimens allocate getlk setlk setlkw statfs readlink symlink create access link mknod "
        "rename unlink getxattr listxattr removexattr setxattr lookup readdir releasedir "
-       "fsyncdir").split()
+       "fsyncdir lseek copy_file_range").split()
 COMPAT = ALL[:31]
 # From fs/fuse (Linux 6.x): opcodes whose ENOSYS reply sets a connection-wide no_* flag.
 STICKY = set("open opendir create flush fsync fsyncdir access getxattr setxattr listxattr "
-             "removexattr rename allocate".split())
+             "removexattr rename allocate lseek copy_file_range".split())
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from tests.reliability_util import record
 MAX_DELAY_US = (1 << 32) - 1  # 0.9's uint32 µs
 MAX_ERRNO = 511  # 512 and up: the kernel refuses the reply
 STICKY = {"open", "opendir", "create", "flush", "fsync", "fsyncdir", "access", "getxattr",
-          "setxattr", "listxattr", "removexattr", "rename", "allocate"}
+          "setxattr", "listxattr", "removexattr", "rename", "allocate", "lseek", "copy_file_range"}
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
 COUNTS: dict[str, int] = {}
 

@@ -167,3 +167,59 @@ def test_getattr_rule_on_a_directory_fails_stat_of_it_not_below_it(fs):
     inj.SetFault(inj.request(methods=["getattr"], errno=errno.EIO, pct=100, path="^dir/file$"))
     for _ in range(3):  # every stat of a matched file reaches the rule
         assert outcome(os.stat, m / "dir" / "file") == errno.EIO
+
+
+def test_allocate_lseek_copy_rules_fire_on_the_devfuse_transport(daemon_factory):
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    d = daemon_factory("-transport=cython")
+    inj = Injure09(d.addr)
+    faults = d.faults = faults_pb2_grpc.FaultsStub(grpc.insecure_channel(d.addr))
+    m = d.mountpoint
+    (m / "wal").write_bytes(b"")
+    fd = os.open(m / "wal", os.O_RDWR)
+    try:
+        inj.SetFault(inj.request(methods=["allocate"], errno=errno.ENOSPC, pct=100, path="^wal$"))
+        assert libc.fallocate(fd, 0, 0, 1 << 20) < 0 and ctypes.get_errno() == errno.ENOSPC
+        assert os.fstat(fd).st_size == 0  # a faulted operation touches nothing
+        inj.RecoverAll(inj.empty())
+        assert libc.fallocate(fd, 0, 0, 1 << 20) == 0
+        assert (d.original / "wal").stat().st_size == 1 << 20
+        faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(methods=["lseek"], path="^wal$",
+                                                        errno=fpb.ErrnoAction(code=errno.EIO))))
+        assert outcome(os.lseek, fd, 0, os.SEEK_DATA) == errno.EIO
+        faults.Clear(fpb.ClearRequest())
+        bfd = os.open(d.original / "wal", os.O_RDONLY)  # answered as the backing file does
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == os.lseek(bfd, 0, os.SEEK_HOLE)
+        os.close(bfd)
+    finally:
+        os.close(fd)
+    # copy_file_range: with a read rule on the source the kernel copies through READs,
+    # so the rule sees every byte; without one the copy is served in one request
+    data = os.urandom(200_000)
+    (m / "src").write_bytes(data)
+    rid = faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(
+        methods=["read"], path="^src$", delay=fpb.DelayAction(fixed_us=1)))).id
+    counts(d)
+    for name in ("dst1", "dst2"):
+        s, t = os.open(m / "src", os.O_RDONLY), os.open(m / name, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            copied = 0
+            while copied < len(data):
+                n = os.copy_file_range(s, t, len(data) - copied, copied, copied)
+                assert n > 0
+                copied += n
+        finally:
+            os.close(s)
+            os.close(t)
+        assert (d.original / name).read_bytes() == data
+        c = counts(d)
+        if name == "dst1":
+            assert c.get("read", 0) > 0 and rules(d)[rid].hits > 0, c
+            faults.Clear(fpb.ClearRequest())
+            counts(d)
+        else:
+            assert c.get("copy_file_range", 0) >= 1 and c.get("read", 0) == 0, c
+    inj.close()
