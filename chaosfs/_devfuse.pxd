@@ -158,6 +158,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned long long *errors
         unsigned long long *hist
         unsigned char *issued
+        unsigned char *hot
         size_t nissued
         int efd
         int ended
@@ -166,6 +167,7 @@ cdef extern from "devfuse_core.h" nogil:
     df_msg *df_take(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
     void df_set_issued(df_server *s, uint64_t fh, int kind)
+    void df_set_hot(df_server *s, uint64_t fh, int bits)
     int df_init_server(df_server *s)
     void df_join(df_server *s, double seconds)
     int chaosfs_clear_setid(int fd)

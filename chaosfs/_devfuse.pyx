@@ -192,6 +192,7 @@ def _conn_id(bytes mountpoint) -> int:
 cdef class DevFuseTransport:
     """chaosfs's own FUSE session; implements chaosfs.transport.Transport."""
     never_fire = _m.NEVER_FIRE_ANY  # methods whose requests never reach the daemon
+    answers_hot = True              # the workers answer READ/WRITE/FLUSH/FSYNC (set_hot)
     cdef df_server s
     cdef object ops
     cdef FaultGate gate
@@ -255,6 +256,9 @@ cdef class DevFuseTransport:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.s.nissued = nofile
         self.s.issued = <unsigned char *>calloc(nofile, 1)
+        self.s.hot = <unsigned char *>calloc(nofile, 1)
+        if self.s.issued == NULL or self.s.hot == NULL:
+            raise MemoryError()
         self.s.bufsize = MAX_WRITE + HEADROOM
         self.s.killpriv_v2 = 1 if self.want_killpriv else 0
         self.s.gate_active = <const int *>&self.gate.active
@@ -463,6 +467,9 @@ cdef class DevFuseTransport:
 
     def offer_passthrough(self, uint64_t fh, int backing_id):
         self.pt_offers[fh] = backing_id
+
+    def set_hot(self, uint64_t fh, int mask):
+        df_set_hot(&self.s, fh, mask)
 
     # -- serving one request on the trio thread --
 

@@ -37,6 +37,12 @@
 #define DF_M_WRITE 2
 #define DF_M_FSYNC 6
 #define DF_M_FLUSH 7
+/* Per-fh bits: which hot requests no rule can touch, so a worker answers them while rules
+ * exist elsewhere (published by the file-system logic at open and after each rule change). */
+#define DF_HOT_READ 1
+#define DF_HOT_WRITE 2
+#define DF_HOT_FLUSH 4
+#define DF_HOT_FSYNC 8
 
 struct df_msg {
     struct df_msg *next;
@@ -58,6 +64,7 @@ struct df_server {
     unsigned long long *counts, *errors, *hist;  /* hist: [DF_METHODS][DF_BUCKETS] */
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
+    unsigned char *hot;            /* DF_HOT_* per fh, consulted only while rules exist */
     size_t nissued;
     /* to the trio thread */
     pthread_mutex_t qlock;
@@ -93,6 +100,16 @@ static inline int df_issued(struct df_server *s, uint64_t fh, int kind)
     return fh < s->nissued && __atomic_load_n(&s->issued[fh], __ATOMIC_ACQUIRE) == kind;
 }
 
+/* Whether a worker may answer this request itself: the fh is ours, and no rule exists or
+ * none can touch this method on this file. */
+static inline int df_mine(struct df_server *s, uint64_t fh, int bit)
+{
+    if (!df_issued(s, fh, 1))
+        return 0;
+    return !__atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE)
+           || (__atomic_load_n(&s->hot[fh], __ATOMIC_ACQUIRE) & bit);
+}
+
 /* One reply: header + optional payload, on the fd the request came from. Returns 0, or 1
  * when the kernel had forgotten the request (ENOENT: interrupted), or -1 on another error. */
 static inline int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
@@ -117,7 +134,7 @@ static inline void df_notify_inval_attr(struct df_server *s, uint64_t nodeid)
     (void)!writev(s->dev, iov, 2);
 }
 
-/* The hot requests, answered here when no rule exists. Returns 1 if answered. `out` holds
+/* The hot requests, answered here when no rule can touch them (df_mine). Returns 1 if answered. `out` holds
  * bufsize bytes. The errno of a failed syscall goes to the app as the syscall gave it: the
  * backing fs only returns errnos the kernel passes through (< 512), and FLUSH/FSYNC's ENOSYS
  * (a backing fs without fsync) becomes EOPNOTSUPP, never the reply that switches them off. */
@@ -126,8 +143,6 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
     struct fuse_in_header *in = (struct fuse_in_header *)buf;
     char *arg = buf + sizeof *in;
     size_t alen = (size_t)n - sizeof *in;
-    if (__atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE))
-        return 0;
     double t0 = df_now();
     int err = 0;
     switch (in->opcode) {
@@ -135,7 +150,7 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_read_in))
             return 0;
         struct fuse_read_in *r = (struct fuse_read_in *)arg;
-        if (!df_issued(s, r->fh, 1) || r->size > s->bufsize - sizeof(struct fuse_out_header))
+        if (!df_mine(s, r->fh, DF_HOT_READ) || r->size > s->bufsize - sizeof(struct fuse_out_header))
             return 0;
         char *data = out + sizeof(struct fuse_out_header);
         ssize_t got;
@@ -159,7 +174,7 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_write_in))
             return 0;
         struct fuse_write_in *w = (struct fuse_write_in *)arg;
-        if (!df_issued(s, w->fh, 1) || alen < sizeof *w + w->size)
+        if (!df_mine(s, w->fh, DF_HOT_WRITE) || alen < sizeof *w + w->size)
             return 0;
         ssize_t put;
         do
@@ -176,7 +191,7 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_flush_in))
             return 0;
         struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
-        if (!df_issued(s, f->fh, 1))
+        if (!df_mine(s, f->fh, DF_HOT_FLUSH))
             return 0;
         /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
         int nfd = dup((int)f->fh);
@@ -192,7 +207,7 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_fsync_in))
             return 0;
         struct fuse_fsync_in *f = (struct fuse_fsync_in *)arg;
-        if (!df_issued(s, f->fh, 1))
+        if (!df_mine(s, f->fh, DF_HOT_FSYNC))
             return 0;
         /* On this worker: others keep serving meanwhile, no thread hop. */
         int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
@@ -208,8 +223,17 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
 
 static inline void df_set_issued(struct df_server *s, uint64_t fh, int kind)
 {
-    if (fh < s->nissued)
+    if (fh < s->nissued) {
+        if (!kind)
+            __atomic_store_n(&s->hot[fh], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&s->issued[fh], (unsigned char)kind, __ATOMIC_RELEASE);
+    }
+}
+
+static inline void df_set_hot(struct df_server *s, uint64_t fh, int bits)
+{
+    if (fh < s->nissued)
+        __atomic_store_n(&s->hot[fh], (unsigned char)bits, __ATOMIC_RELEASE);
 }
 
 static void df_push(struct df_server *s, struct df_msg *m)

@@ -29,6 +29,9 @@ from chaosfs._hot import FaultGate, Node
 from chaosfs.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
 
 GETATTR_METHODS = frozenset({METHOD_ID["getattr"]})
+# Transport.set_hot bits (devfuse_core.h's DF_HOT_*), by method id
+HOT_BITS = ((METHOD_ID["read"], 1), (METHOD_ID["write"], 2), (METHOD_ID["flush"], 4),
+            (METHOD_ID["fsync"], 8))
 LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
@@ -555,6 +558,10 @@ class FsOperations(pyfuse3.Operations):
             other.parent, other.name = pold, name_old
         # Cached rule matches of everything below the moved name are now wrong.
         self.gate.epoch += 1
+        if self.gate.active:
+            for h in list(self.handles.values()):
+                if not h.is_dir:
+                    self._publish_hot(h)
         if moved is not None and self.gate.active and self._rules_touch(moved, DATA_METHODS):
             # Pages cached under the old name must not answer for a file a rule now
             # matches. Off the loop thread: the kernel may need us to answer meanwhile.
@@ -582,6 +589,7 @@ class FsOperations(pyfuse3.Operations):
             fi.direct_io = data_rule
             fi.keep_cache = False  # the kernel refuses passthrough opens with other flags
             self.handles[fd] = h
+            self._publish_hot(h)
             return fi
         if data_rule and not fi.direct_io:
             # A read/write rule applies: keep the page cache out so every op reaches us.
@@ -592,7 +600,28 @@ class FsOperations(pyfuse3.Operations):
             node.cached_opens += 1
             h.io = IO_CACHED
         self.handles[fd] = h
+        self._publish_hot(h)
         return fi
+
+    def _publish_hot(self, h: Handle) -> None:
+        """Tell the transport which hot requests of this open no rule can touch. Repeated
+        if a rule change (on a gRPC thread) published a new table meanwhile, so a stale
+        answer never outlives the change."""
+        if not self.transport.answers_hot:
+            return
+        gate, node = self.gate, h.node
+        while True:
+            epoch = gate.epoch
+            mask = 0
+            if gate.active:
+                if node.match_epoch != epoch:
+                    gate.match(node)
+                for mid, bit in HOT_BITS:
+                    if not any(r.applies(mid) for r in node.matched):
+                        mask |= bit
+            self.transport.set_hot(h.fd, mask)
+            if gate.epoch == epoch:
+                return
 
     def _passthrough(self, h: Handle) -> bool:
         """Answer this open with FOPEN_PASSTHROUGH (-passthrough). The inode's backing file is
@@ -669,6 +698,9 @@ class FsOperations(pyfuse3.Operations):
                 for r in new_data:
                     if r.matches_path(path):
                         bypassed.setdefault(r.id, []).append(path)
+        for h in list(self.handles.values()):
+            if not h.is_dir:
+                self._publish_hot(h)
         return bypassed
 
     @fuse_op("open")

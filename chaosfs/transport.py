@@ -37,11 +37,18 @@ class Transport(Protocol):
     def backing_close(self, backing_id: int) -> None: ...
     def offer_passthrough(self, fh: int, backing_id: int) -> None: ...
 
+    # which hot requests of this open no rule can touch (HOT_* bits): a transport that
+    # answers them without the file-system logic (answers_hot) may then do so while rules
+    # exist elsewhere
+    answers_hot: bool
+    def set_hot(self, fh: int, mask: int) -> None: ...
+
 
 class LibfuseTransport:
     """pyfuse3's session (libfuse 3.14) with chaosfs's session hooks under it."""
 
     never_fire = NEVER_FIRE  # methods whose requests never reach the daemon
+    answers_hot = False      # every request reaches the Python handlers
 
     def __init__(self, hooks: bool = True) -> None:
         self.hooks = hooks
@@ -93,6 +100,9 @@ class LibfuseTransport:
     backing_open = staticmethod(fuseconn.backing_open)
     backing_close = staticmethod(fuseconn.backing_close)
     offer_passthrough = staticmethod(fuseconn.passthrough_reply)
+
+    def set_hot(self, fh: int, mask: int) -> None:
+        pass
 
 
 def make_transport(kind: str, *, hooks: bool = True) -> Any:

@@ -530,3 +530,34 @@ def test_every_operation_counted_under_its_own_name_injected_errors_included(fs)
     assert st["flush"].count == 1 and st["flush"].errors == 1
     for name in ("truncate", "chmod", "utimens"):
         assert st[name].count == 1 and st[name].errors == 0, name
+
+
+def test_rule_change_reaches_fds_already_open_and_spares_others(fs):
+    """On the /dev/fuse transport open files are served by C workers while no rule can touch
+    them: a rule added, removed or renamed onto must change that on the very next request."""
+    m = fs.mountpoint
+    (m / "a.db").write_bytes(b"A" * 8192)
+    (m / "b.db").write_bytes(b"B" * 8192)
+    (m / "c.tmp").write_bytes(b"C" * 8192)
+    fa = os.open(m / "a.db", os.O_RDWR | os.O_DIRECT)
+    fb = os.open(m / "b.db", os.O_RDWR | os.O_DIRECT)
+    fc = os.open(m / "c.tmp", os.O_RDWR | os.O_DIRECT)
+    try:
+        for fd in (fa, fb, fc):
+            assert os.pread(fd, 4, 0)
+        rid = add(fs, methods=["read", "write", "fsync"], path=r"^a\.db$", errno=fpb.ErrnoAction(code=5))
+        assert errno_of(os.pread, fa, 4, 0) == errno.EIO
+        assert errno_of(os.pwrite, fa, b"x", 0) == errno.EIO
+        assert errno_of(os.fsync, fa) == errno.EIO
+        assert os.pread(fb, 4, 0) == b"BBBB" and os.pwrite(fb, b"b", 0) == 1  # spared
+        os.fsync(fb)
+        os.rename(m / "c.tmp", m / "a.db")  # an open file renamed onto the rule's path
+        assert errno_of(os.pread, fc, 4, 0) == errno.EIO
+        fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[rid]))
+        assert os.pread(fc, 4, 0) == b"CCCC" and os.pwrite(fc, b"c", 0) == 1
+        os.fsync(fc)
+    finally:
+        for fd in (fa, fb, fc):
+            os.close(fd)
+    assert (fs.original / "a.db").read_bytes()[:2] == b"cC"
+    assert (fs.original / "b.db").read_bytes()[:2] == b"bB"
