@@ -165,6 +165,33 @@ def transport(request) -> str:
     return request.param
 
 
+@pytest.fixture
+def fault_daemon(daemon_factory, transport):
+    """make(tree) -> a daemon on each transport with `tree` ({relative path: bytes}) in its
+    backing dir and both control APIs attached: d.injure (a 0.9 client built from the 0.9
+    proto alone) and d.faults (chaosfs.v1)."""
+    import grpc
+    from chaosfs.proto import faults_pb2_grpc
+    from tests.compat09 import Injure09
+    made: list[Daemon] = []
+
+    def make(tree: dict) -> Daemon:
+        d = daemon_factory(f"-transport={transport}")
+        for rel, data in tree.items():
+            (d.original / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d.original / rel).write_bytes(data)
+        d.injure = Injure09(d.addr)
+        d.channel = grpc.insecure_channel(d.addr)
+        d.faults = faults_pb2_grpc.FaultsStub(d.channel)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.injure.close()
+        d.channel.close()
+
+
 @pytest.fixture(params=["cython", "python"])
 def hot_impl(request) -> str:
     return request.param

@@ -4,7 +4,6 @@ gen-certs.sh making a certificate the webhook serves and the caBundle verifies."
 from __future__ import annotations
 
 import base64
-import copy
 import http.client
 import socket
 import ssl

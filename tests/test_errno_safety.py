@@ -20,8 +20,7 @@ import grpc
 import pytest
 import trio
 
-from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
-from tests.compat09 import Injure09
+from chaosfs.proto import faults_pb2 as fpb
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -38,17 +37,8 @@ STICKY = set("open opendir create flush fsync fsyncdir access getxattr setxattr 
 
 
 @pytest.fixture
-def fs(daemon_factory, transport):
-    d = daemon_factory(f"-transport={transport}")
-    (d.original / "dir").mkdir()
-    (d.original / "dir" / "file").write_bytes(b"file-bytes" * 100)
-    (d.original / "top").write_bytes(b"top-bytes" * 50)
-    d.injure = Injure09(d.addr)
-    d.channel = grpc.insecure_channel(d.addr)
-    d.faults = faults_pb2_grpc.FaultsStub(d.channel)
-    yield d
-    d.injure.close()
-    d.channel.close()
+def fs(fault_daemon):
+    return fault_daemon({"dir/file": b"file-bytes" * 100, "top": b"top-bytes" * 50})
 
 
 def rules(d) -> dict:

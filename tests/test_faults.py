@@ -16,7 +16,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
-from tests.compat09 import Injure09
 from tests.conftest import CHAOSFS_CTL
 
 COMPAT_31 = ("open read write mkdir rmdir opendir fsync flush release truncate getattr chown "
@@ -25,17 +24,8 @@ COMPAT_31 = ("open read write mkdir rmdir opendir fsync flush release truncate g
 
 
 @pytest.fixture
-def fs(daemon_factory, transport):
-    d = daemon_factory(f"-transport={transport}")
-    (d.original / "db").mkdir()
-    (d.original / "db" / "000012.sst").write_bytes(b"sst-data" * 512)
-    (d.original / "other.txt").write_bytes(b"other-data" * 400)
-    d.injure = Injure09(d.addr)
-    d.channel = grpc.insecure_channel(d.addr)
-    d.faults = faults_pb2_grpc.FaultsStub(d.channel)
-    yield d
-    d.injure.close()
-    d.channel.close()
+def fs(fault_daemon):
+    return fault_daemon({"db/000012.sst": b"sst-data" * 512, "other.txt": b"other-data" * 400})
 
 
 def rules_of(d) -> list:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import grpc

@@ -22,17 +22,8 @@ METHODS_09 = set("open read write mkdir rmdir opendir fsync flush release trunca
 
 
 @pytest.fixture
-def fs(daemon_factory, transport):
-    d = daemon_factory(f"-transport={transport}")
-    (d.original / "dir").mkdir()
-    (d.original / "dir" / "file").write_bytes(b"file-bytes" * 100)
-    (d.original / "top").write_bytes(b"top" * 10)
-    d.injure = Injure09(d.addr)
-    d.channel = grpc.insecure_channel(d.addr)
-    d.faults = faults_pb2_grpc.FaultsStub(d.channel)
-    yield d
-    d.injure.close()
-    d.channel.close()
+def fs(fault_daemon):
+    return fault_daemon({"dir/file": b"file-bytes" * 100, "top": b"top" * 10})
 
 
 def rules(d) -> dict:

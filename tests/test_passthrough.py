@@ -14,7 +14,6 @@ import errno
 import mmap
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess

@@ -22,7 +22,6 @@ import yaml
 from kubernetes.client import V1ConfigMap, V1ObjectMeta
 
 from injector.config import ConfigSet, ConfigStore, Settings, build_config_set
-from injector.inject import InjectOptions
 from injector.manifests import validate_object
 from injector.watch import Debouncer, backoff_delays, event_action, load_config_dir
 from injector.webhook import CertReloader, Webhook, WebhookOptions, WebhookServer
