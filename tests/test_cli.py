@@ -63,6 +63,12 @@ BAD = {
     "passthrough without hooks": (["-passthrough=unmatched", "-fuse-hooks=false", "-pidfile=run/pid",
                                    "-original=o", "-mountpoint=m"], "-passthrough needs -fuse-hooks"),
     "bad killpriv bool": (["-killpriv-v2=maybe", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "maybe"),
+    "bad transport": (["-transport=libfuse2", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "cython or pyfuse3"),
+    "no fuse threads": (["-transport=cython", "-fuse-threads=0", "-pidfile=run/pid", "-original=o",
+                         "-mountpoint=m"], "-fuse-threads"),
+    "too many fuse threads": (["-fuse-threads=65", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "1 to 64"),
+    "cython transport, missing original": (["-transport=cython", "-pidfile=run/pid", "-original=nope",
+                                            "-mountpoint=m"], "-original"),
 }
 
 
