@@ -206,7 +206,6 @@ cdef class DevFuseTransport:
     cdef public int kernel_minor
     cdef public int workers
     cdef int conn_id
-    cdef bytes ctl_path
 
     def __cinit__(self):
         memset(&self.s, 0, sizeof(df_server))
@@ -609,7 +608,7 @@ cdef class DevFuseTransport:
         elif op == FUSE_DESTROY:
             self._reply(r, 0, NULL, 0)
         elif op == FUSE_NOTIFY_REPLY:
-            pass
+            pass  # answers a NOTIFY_RETRIEVE we never send; it takes no reply
         else:
             # Not implemented yet (locks, tmpfile, statx, ioctl, poll, bmap): the kernel falls
             # back exactly as it does under pyfuse3.
