@@ -570,7 +570,7 @@ cdef class DevFuseTransport:
                 ino, name, (<fuse_mknod_in *>a).mode, (<fuse_mknod_in *>a).rdev, ctx)))
         elif op == FUSE_SYMLINK:
             name = _cstr(a, n)
-            target = _cstr(a + len(name) + 1, n - len(name) - 1) if n > len(name) + 1 else b""
+            target = _cstr(a + len(name) + 1, n - len(name) - 1) if n > <size_t>(len(name) + 1) else b""
             self._reply_bytes(r, _entry_bytes(await ops.symlink(ino, name, target, ctx)))
         elif op == FUSE_LINK:
             _need(n, sizeof(fuse_link_in))

@@ -13,7 +13,9 @@
 #ifndef CHAOSFS_DEVFUSE_CORE_H
 #define CHAOSFS_DEVFUSE_CORE_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
