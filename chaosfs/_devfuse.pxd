@@ -162,7 +162,6 @@ cdef extern from "devfuse_core.h" nogil:
         size_t nissued
         int efd
         int ended
-        uint64_t hot_served, handed_over
     int df_start(df_server *s, int nworkers)
     df_msg *df_take(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)

@@ -368,9 +368,6 @@ cdef class DevFuseTransport:
         return (f"chaosfs /dev/fuse transport, protocol 7.{min(self.kernel_minor, PROTO_MINOR)}, "
                 f"{self.workers} worker thread(s), 1 MiB requests; {kp}{pt}")
 
-    def counters(self) -> dict:
-        return {"hot_served": self.s.hot_served, "handed_over": self.s.handed_over}
-
     # -- the Transport interface (what FsOperations calls) --
 
     def invalidate_inode(self, uint64_t ino, bint attr_only):

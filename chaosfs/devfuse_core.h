@@ -73,7 +73,6 @@ struct df_server {
     struct df_msg *qhead, *qtail;
     int efd;
     int ended;                     /* workers that saw the session end */
-    uint64_t hot_served, handed_over;
 };
 
 static inline double df_now(void)
@@ -293,10 +292,8 @@ static void *df_worker(void *p)
                     && chaosfs_clear_setid((int)w->fh) == 1)
                 df_notify_inval_attr(s, in->nodeid);
         }
-        if (df_hot(s, a.fd, buf, n, out)) {
-            __atomic_fetch_add(&s->hot_served, 1, __ATOMIC_RELAXED);
+        if (df_hot(s, a.fd, buf, n, out))
             continue;
-        }
         struct df_msg *m = malloc(sizeof *m + (size_t)n);
         if (!m) {
             df_reply(a.fd, in->unique, ENOMEM, NULL, 0);
@@ -306,7 +303,6 @@ static void *df_worker(void *p)
         m->fd = a.fd;
         m->len = (uint32_t)n;
         memcpy(m->data, buf, (size_t)n);
-        __atomic_fetch_add(&s->handed_over, 1, __ATOMIC_RELAXED);
         df_push(s, m);
     }
     free(buf);

@@ -206,13 +206,14 @@ def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = 
     must never reach it. `counted_as(*args)`: the method ids the stats count the request
     under, for setattr (one request, up to four 0.9 operations)."""
     mid = M[method]
+    own = (mid,)
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(self: "FsOperations", *args: Any) -> Any:
             t0 = _hot.monotonic()
             note = self.gate.note
-            ids = counted_as(*args) if counted_as is not None else (mid,)
+            ids = own if counted_as is None else counted_as(*args)
             try:
                 result = await fn(self, *args)
             except FUSEError as e:
@@ -559,9 +560,7 @@ class FsOperations(pyfuse3.Operations):
         # Cached rule matches of everything below the moved name are now wrong.
         self.gate.epoch += 1
         if self.gate.active:
-            for h in list(self.handles.values()):
-                if not h.is_dir:
-                    self._publish_hot(h)
+            self._publish_hot_all()
         if moved is not None and self.gate.active and self._rules_touch(moved, DATA_METHODS):
             # Pages cached under the old name must not answer for a file a rule now
             # matches. Off the loop thread: the kernel may need us to answer meanwhile.
@@ -602,6 +601,12 @@ class FsOperations(pyfuse3.Operations):
         self.handles[fd] = h
         self._publish_hot(h)
         return fi
+
+    def _publish_hot_all(self) -> None:
+        if self.transport.answers_hot:
+            for h in list(self.handles.values()):
+                if not h.is_dir:
+                    self._publish_hot(h)
 
     def _publish_hot(self, h: Handle) -> None:
         """Tell the transport which hot requests of this open no rule can touch. Repeated
@@ -698,9 +703,7 @@ class FsOperations(pyfuse3.Operations):
                 for r in new_data:
                     if r.matches_path(path):
                         bypassed.setdefault(r.id, []).append(path)
-        for h in list(self.handles.values()):
-            if not h.is_dir:
-                self._publish_hot(h)
+        self._publish_hot_all()
         return bypassed
 
     @fuse_op("open")

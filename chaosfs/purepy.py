@@ -77,17 +77,22 @@ class PyHotPath:
         self.gate.note(M_WRITE, t0, False)
         return n
 
+    async def _plain_fault(self, method: int, fh: int, t0: float) -> None:
+        """The delay/errno a rule gives fsync or flush of this open (counted when it fails)."""
+        h = self._hot_handle(method, fh, t0)
+        if not self.gate.active:
+            return
+        v = self.gate.check(method, h.node)
+        if v is not None:
+            try:
+                await v.apply_plain()
+            except FUSEError:
+                self.gate.note(method, t0, True)
+                raise
+
     async def fsync(self, fh: int, datasync: bool) -> None:
         t0 = monotonic()
-        h = self._hot_handle(M_FSYNC, fh, t0)
-        try:
-            if self.gate.active:
-                v = self.gate.check(M_FSYNC, h.node)
-                if v is not None:
-                    await v.apply_plain()
-        except FUSEError:
-            self.gate.note(M_FSYNC, t0, True)
-            raise
+        await self._plain_fault(M_FSYNC, fh, t0)
         try:
             sync = os.fdatasync if datasync else os.fsync
             if self.fsync_inline:
@@ -101,15 +106,7 @@ class PyHotPath:
 
     async def flush(self, fh: int) -> None:
         t0 = monotonic()
-        h = self._hot_handle(M_FLUSH, fh, t0)
-        try:
-            if self.gate.active:
-                v = self.gate.check(M_FLUSH, h.node)
-                if v is not None:
-                    await v.apply_plain()
-        except FUSEError:
-            self.gate.note(M_FLUSH, t0, True)
-            raise
+        await self._plain_fault(M_FLUSH, fh, t0)
         try:
             os.close(os.dup(fh))
         except OSError as e:
