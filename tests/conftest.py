@@ -121,6 +121,15 @@ class Daemon:
             lazy_unmount(str(self.mountpoint))
 
 
+def errno_of(fn, *a) -> int:
+    """The errno `fn(*a)` fails with, 0 if it succeeds."""
+    try:
+        fn(*a)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
 def make_daemon(base: Path, *args: str) -> Daemon:
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)  # other uids walk through (allow_other tests)

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from chaosfs.proto import faults_pb2 as fpb
+from tests.conftest import errno_of
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -43,14 +44,6 @@ def fs(fault_daemon):
 
 def rules(d) -> dict:
     return {r.id: r for r in d.faults.ListRules(fpb.ListRulesRequest()).rules}
-
-
-def err_of(fn, *a) -> int:
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
@@ -101,23 +94,23 @@ def battery(m: Path) -> dict:
     """One of every operation the kernel could have switched off; outcome per step."""
     out = {}
     out["cat"] = (m / "dir" / "file").read_bytes()
-    out["create"] = err_of(lambda: (m / "new").write_bytes(b"new"))
+    out["create"] = errno_of(lambda: (m / "new").write_bytes(b"new"))
     fd = os.open(m / "new", os.O_RDWR)
     out["append"] = os.pwrite(fd, b"+more", 3)
-    out["fsync"] = err_of(os.fsync, fd)
-    out["fdatasync"] = err_of(os.fdatasync, fd)
-    out["close"] = err_of(os.close, fd)
+    out["fsync"] = errno_of(os.fsync, fd)
+    out["fdatasync"] = errno_of(os.fdatasync, fd)
+    out["close"] = errno_of(os.close, fd)
     out["listdir"] = sorted(os.listdir(m / "dir"))
     dfd = os.open(m / "dir", os.O_RDONLY | os.O_DIRECTORY)
-    out["fsyncdir"] = err_of(os.fsync, dfd)
+    out["fsyncdir"] = errno_of(os.fsync, dfd)
     os.close(dfd)
-    out["setxattr"] = err_of(os.setxattr, m / "new", "user.k", b"v")
+    out["setxattr"] = errno_of(os.setxattr, m / "new", "user.k", b"v")
     out["getxattr"] = os.getxattr(m / "new", "user.k")
     out["listxattr"] = os.listxattr(m / "new")
-    out["removexattr"] = err_of(os.removexattr, m / "new", "user.k")
+    out["removexattr"] = errno_of(os.removexattr, m / "new", "user.k")
     out["access"] = os.access(m / "new", os.R_OK)
-    out["rename2"] = err_of(rename_noreplace, m / "new", m / "new2")
-    out["rename2-exists"] = err_of(rename_noreplace, m / "new2", m / "top")
+    out["rename2"] = errno_of(rename_noreplace, m / "new", m / "new2")
+    out["rename2-exists"] = errno_of(rename_noreplace, m / "new2", m / "top")
     out["read-back"] = (m / "new2").read_bytes()
     os.unlink(m / "new2")
     return out
@@ -162,7 +155,7 @@ def test_after_an_enosys_fault_and_recover_the_mount_is_as_good_as_new(fs, daemo
 def test_511_reaches_the_app_and_512_never_hangs_it(fs):
     fs.faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(
         methods=["read"], path="^top$", errno=fpb.ErrnoAction(code=511))))
-    assert err_of(lambda: (fs.mountpoint / "top").read_bytes()) == 511
+    assert errno_of(lambda: (fs.mountpoint / "top").read_bytes()) == 511
     for api_call in (
         lambda: fs.faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(
             methods=["read"], path="^top$", errno=fpb.ErrnoAction(code=512)))),

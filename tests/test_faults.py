@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
-from tests.conftest import CHAOSFS_CTL
+from tests.conftest import CHAOSFS_CTL, errno_of
 
 COMPAT_31 = ("open read write mkdir rmdir opendir fsync flush release truncate getattr chown "
              "chmod utimens allocate getlk setlk setlkw statfs readlink symlink create access "
@@ -37,20 +37,7 @@ def read_file(path: Path) -> bytes:
         return f.read()
 
 
-def errno_of(fn, *a) -> int:
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
-
-
 # ---- injure.Injure (0.9) ------------------------------------------------------------------
-
-def test_methods_lists_exactly_the_31_names(fs):
-    names = list(fs.injure.Methods(fs.injure.empty()).methods)
-    assert len(names) == 31 and set(names) == set(COMPAT_31)  # 0.9's order was random
-
 
 def test_set_fault_errno_on_path_then_recover_all(fs):
     m = fs.mountpoint

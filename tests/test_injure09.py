@@ -14,6 +14,7 @@ import pytest
 
 from chaosfs.proto import faults_pb2 as fpb, faults_pb2_grpc
 from tests.compat09 import Injure09
+from tests.conftest import errno_of
 
 METHODS_09 = set("open read write mkdir rmdir opendir fsync flush release truncate getattr "
                  "chown chmod utimens allocate getlk setlk setlkw statfs readlink symlink "
@@ -36,14 +37,6 @@ def counts(d) -> dict:
     return {m.method: m.count for m in st.methods}
 
 
-def outcome(fn, *a):
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
-
-
 def test_methods_is_the_set_of_31_names(fs):
     names = list(fs.injure.Methods(fs.injure.empty()).methods)
     assert len(names) == 31 and set(names) == METHODS_09  # 0.9's order was random
@@ -54,7 +47,7 @@ def test_pct_fires_as_rand_intn_99_lt_pct(fs, pct, n):
     """0.9: fires when rand.Intn(99) < pct, i.e. with probability min(pct, 99)/99."""
     inj, top = fs.injure, fs.mountpoint / "top"
     inj.SetFault(inj.request(methods=["getattr"], errno=errno.EIO, pct=pct, path="^top$"))
-    failed = sum(outcome(os.stat, top) == errno.EIO for _ in range(n))
+    failed = sum(errno_of(os.stat, top) == errno.EIO for _ in range(n))
     p = min(pct, 99) / 99
     if p == 1:
         assert failed == n
@@ -82,7 +75,7 @@ def test_unknown_method_names_are_ignored_and_the_rest_applied(fs):
     inj, m = fs.injure, fs.mountpoint
     inj.SetFault(inj.request(methods=["read", "typo"], errno=errno.EIO, pct=100, path="^top$"))
     assert set(rules(fs)) == {"injure:read"}
-    assert outcome(lambda: open(m / "top", "rb", buffering=0).read()) == errno.EIO
+    assert errno_of(lambda: open(m / "top", "rb", buffering=0).read()) == errno.EIO
     inj.SetFault(inj.request(methods=["typo", "write"], errno=errno.ENOSPC, pct=100, path="^top$"))
     assert set(rules(fs)) == {"injure:read", "injure:write"}
     log = fs.wait_log("'typo' ignored")
@@ -150,14 +143,14 @@ def test_getattr_rule_on_a_directory_fails_stat_of_it_not_below_it(fs):
     inj, m = fs.injure, fs.mountpoint
     os.stat(m / "dir" / "file")
     inj.SetFault(inj.request(methods=["getattr"], errno=errno.EIO, pct=100, path="^dir$"))
-    assert outcome(os.stat, m / "dir") == errno.EIO
+    assert errno_of(os.stat, m / "dir") == errno.EIO
     for _ in range(3):
-        assert outcome(os.stat, m / "dir" / "file") == 0
+        assert errno_of(os.stat, m / "dir" / "file") == 0
         assert (m / "dir" / "file").read_bytes() == b"file-bytes" * 100
-        assert outcome(os.stat, m / "top") == 0
+        assert errno_of(os.stat, m / "top") == 0
     inj.SetFault(inj.request(methods=["getattr"], errno=errno.EIO, pct=100, path="^dir/file$"))
     for _ in range(3):  # every stat of a matched file reaches the rule
-        assert outcome(os.stat, m / "dir" / "file") == errno.EIO
+        assert errno_of(os.stat, m / "dir" / "file") == errno.EIO
 
 
 def test_allocate_lseek_copy_rules_fire_on_the_devfuse_transport(daemon_factory):
@@ -180,7 +173,7 @@ def test_allocate_lseek_copy_rules_fire_on_the_devfuse_transport(daemon_factory)
         assert (d.original / "wal").stat().st_size == 1 << 20
         faults.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(methods=["lseek"], path="^wal$",
                                                         errno=fpb.ErrnoAction(code=errno.EIO))))
-        assert outcome(os.lseek, fd, 0, os.SEEK_DATA) == errno.EIO
+        assert errno_of(os.lseek, fd, 0, os.SEEK_DATA) == errno.EIO
         faults.Clear(fpb.ClearRequest())
         bfd = os.open(d.original / "wal", os.O_RDONLY)  # answered as the backing file does
         assert os.lseek(fd, 0, os.SEEK_HOLE) == os.lseek(bfd, 0, os.SEEK_HOLE)
