@@ -37,15 +37,21 @@ os.chdir(HERE)
 generate_grpc_stubs()
 
 extensions = [
-    Extension("chaosfs._hot", ["chaosfs/_hot.pyx"], extra_compile_args=["-O2"]),
+    # the fault gate and the inode record it matches (every request's first test)
+    Extension("chaosfs.faults._gate", ["chaosfs/faults/_gate.pyx"], extra_compile_args=["-O2"]),
+    # the pyfuse3 transport's hot handlers and the file-system logic's syscall helpers
+    Extension("chaosfs.fs._hot", ["chaosfs/fs/_hot.pyx"], extra_compile_args=["-O2"],
+              depends=["chaosfs/faults/_gate.pxd"]),
     # -transport=cython: chaosfs's own /dev/fuse session (worker threads in devfuse_core.h)
-    Extension("chaosfs._devfuse", ["chaosfs/_devfuse.pyx"], include_dirs=["chaosfs"],
-              depends=["chaosfs/devfuse_core.h", "chaosfs/fuse740.h", "chaosfs/setid.h",
-                       "chaosfs/_hot.pxd"],
+    Extension("chaosfs.transport._devfuse", ["chaosfs/transport/_devfuse.pyx"],
+              include_dirs=["chaosfs/transport"],
+              depends=["chaosfs/transport/devfuse_core.h", "chaosfs/transport/fuse740.h",
+                       "chaosfs/transport/setid.h", "chaosfs/faults/_gate.pxd"],
               extra_compile_args=["-O2", "-D_GNU_SOURCE"], libraries=["pthread"]),
 ]
 # Plain C (a libfuse ABI shim, not Python logic), so it stays out of cythonize().
-fuseconn = Extension("chaosfs._fuseconn", ["chaosfs/_fuseconn.c"], depends=["chaosfs/fuse740.h", "chaosfs/setid.h"],
+fuseconn = Extension("chaosfs.transport._fuseconn", ["chaosfs/transport/_fuseconn.c"],
+                     depends=["chaosfs/transport/fuse740.h", "chaosfs/transport/setid.h"],
                      extra_compile_args=["-O2", "-Wall"], libraries=["dl"])
 
 setup(

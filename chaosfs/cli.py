@@ -30,7 +30,7 @@ def flagset() -> FlagSet:
         Flag("keep-cache", "keep file pages cached across opens while no rule exists", True, is_bool=True, env="CHAOSFS_KEEP_CACHE"),
         Flag("fsync", "thread: fsync in a worker thread, other files served meanwhile; inline: no thread hop, nothing else served while the disk syncs", "thread", parse_fsync, env="CHAOSFS_FSYNC"),
         Flag("passthrough", "off: every read/write reaches chaosfs; unmatched: files no read/write rule matches when opened are served by the kernel from the backing file (Linux >= 6.9; a rule added later misses fds already open)", "off", parse_passthrough, env="CHAOSFS_PASSTHROUGH"),
-        Flag("fuse-hooks", "read FUSE requests without splice and negotiate what libfuse 3.14 cannot (chaosfs/_fuseconn.c)", True, is_bool=True, env="CHAOSFS_FUSE_HOOKS"),
+        Flag("fuse-hooks", "read FUSE requests without splice and negotiate what libfuse 3.14 cannot (chaosfs/transport/_fuseconn.c)", True, is_bool=True, env="CHAOSFS_FUSE_HOOKS"),
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("transport", "pyfuse3: libfuse through pyfuse3; cython: chaosfs's own /dev/fuse session (hot requests answered by C threads while no rule exists)", "pyfuse3", parse_transport, env="CHAOSFS_TRANSPORT"),
         Flag("fuse-threads", "-transport=cython: threads reading /dev/fuse (each answers reads, writes, flushes and fsyncs itself)", 2, parse_threads, env="CHAOSFS_FUSE_THREADS"),

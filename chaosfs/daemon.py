@@ -16,8 +16,8 @@ import trio
 
 from chaosfs import mounts
 from chaosfs.config import Config, ConfigError
-from chaosfs.faults import FaultEngine
-from chaosfs.passthrough import CacheConfig, make_operations
+from chaosfs.faults.engine import FaultEngine
+from chaosfs.fs.operations import CacheConfig, make_operations
 from chaosfs.transport import make_transport
 
 log = logging.getLogger("chaosfs")
@@ -173,7 +173,7 @@ async def _after_start(transport) -> None:
 
 
 def run(cfg: Config) -> int:
-    from chaosfs.server import ControlPlane
+    from chaosfs.control.server import ControlPlane
     try:
         cfg = prepare(cfg)
         claim_pidfile(cfg.pidfile)

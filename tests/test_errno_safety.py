@@ -248,12 +248,13 @@ def test_09_random_errno_at_50_percent_for_2000_operations_then_recover(fs):
 def test_file_handles_never_issued_are_ebadf(tmp_path):
     """fh 0 (what a kernel that set no_open sends) or any fh we never issued: EBADF from
     every handler, never the data of whatever fd has that number."""
-    from chaosfs.passthrough import make_operations
+    from chaosfs.fs.operations import make_operations
+    from chaosfs.transport import make_transport
     from pyfuse3 import FUSEError
     (tmp_path / "f").write_bytes(b"secret")
     other = os.open(tmp_path / "f", os.O_RDONLY)  # an fd the handlers must not touch
     for hot in ("cython", "python"):
-        ops = make_operations(str(tmp_path), hot=hot)
+        ops = make_operations(str(tmp_path), make_transport("pyfuse3"), hot=hot)
         for fh in (0, other):
             for call in (lambda: ops.read(fh, 0, 6), lambda: ops.write(fh, 0, b"x"),
                          lambda: ops.fsync(fh, False), lambda: ops.flush(fh),

@@ -1,4 +1,4 @@
-"""The FUSE connection beyond what pyfuse3 + libfuse 3.14 negotiate (chaosfs/_fuseconn.c).
+"""The FUSE connection beyond what pyfuse3 + libfuse 3.14 negotiate (chaosfs/transport/_fuseconn.c).
 
 With FUSE_HANDLE_KILLPRIV_V2 chaosfs clears set-id bits itself, told by the kernel which
 writes, truncates and O_TRUNC opens come from a caller without CAP_FSETID: every case is

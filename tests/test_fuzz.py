@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS
+from chaosfs.faults.methods import ALL_METHODS, COMPAT_METHODS
 from chaosfs.proto import faults_pb2 as fpb
 from tests.compat09 import Injure09
 from tests.conftest import make_daemon

@@ -25,7 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "../../chaosfs/fuse740.h"
+#include "../../chaosfs/transport/fuse740.h"
 #define FP_PASSTHROUGH_FLAGS2 FUSE740_PASSTHROUGH_FLAGS2
 #define FP_FOPEN_PASSTHROUGH FUSE740_FOPEN_PASSTHROUGH
 #define FP_IOC_BACKING_OPEN FUSE740_IOC_BACKING_OPEN

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The per-request hot path: read, write, fsync, flush, release and the fault gate.
+"""The per-request hot path of the pyfuse3 transport: read, write, fsync, flush, release.
 
 Handlers take the backing fd straight from the file handle (fh *is* the backing fd), so the
 no-rule path is: one flag test, one syscall with the GIL released, one bytes object.
@@ -15,7 +15,8 @@ import os
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs import methods as _m
+from chaosfs.faults import methods as _m
+from chaosfs.faults._gate cimport FaultGate, Node, N_METHODS, now_s as _now
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t pread(int fd, void *buf, size_t count, off_t offset)
@@ -53,94 +54,6 @@ assert _m.METHOD_ID["read"] == M_READ and _m.METHOD_ID["write"] == M_WRITE
 assert _m.METHOD_ID["fsync"] == M_FSYNC and _m.METHOD_ID["flush"] == M_FLUSH
 assert _m.METHOD_ID["release"] == M_RELEASE
 assert len(_m.ALL_METHODS) <= N_METHODS
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-def monotonic() -> float:
-    return _now()
-
-
-cdef class Node:
-    def __cinit__(self):
-        self.fd = -1
-        self.lookups = 0
-        self.match_epoch = 0
-        self.matched = ()
-        self.name = b""
-        self.parent = None
-        self.backing_id = -1
-
-    def __repr__(self):
-        return f"Node(ino={self.ino}, name={self.name!r}, fd={self.fd}, lookups={self.lookups})"
-
-
-cdef class FaultGate:
-    def __cinit__(self):
-        self.active = False
-        self.epoch = 1
-        self.timing = True
-
-    cpdef tuple match(self, Node node):
-        """Rules whose path pattern matches this node; cached per node until the epoch moves."""
-        # One RE2 set match over every rule's pattern: the cost does not grow with the
-        # number of rules.
-        node.matched = self.matcher(self.path_of(node))
-        node.match_epoch = self.epoch
-        return node.matched
-
-    cpdef object check(self, int method, Node node):
-        """None (proceed normally) or a Verdict; never costs more than a flag when idle."""
-        if not self.active:
-            return None
-        if node.match_epoch != self.epoch:
-            self.match(node)
-        if not node.matched:
-            return None
-        return self.verdict_of(method, node.matched)
-
-    def check_path(self, int method, str path):
-        """Like check, for a name that has no node (create, mkdir, unlink, rename targets)."""
-        if not self.active:
-            return None
-        return self.path_check(method, path)
-
-    cdef inline void record(self, int method, double t0, bint failed) noexcept:
-        cdef double us = (_now() - t0) * 1e6
-        cdef int b = 0
-        cdef double edge = 1.0
-        self.counts[method] += 1
-        if failed:
-            self.errors[method] += 1
-        while us >= edge and b < N_BUCKETS - 1:
-            edge *= 2.0
-            b += 1
-        self.hist[method][b] += 1
-
-    def note(self, int method, double t0, bint failed=False):
-        """Record one operation of the cold path (Python handlers) in the stats."""
-        self.record(method, t0, failed)
-
-    def stats(self):
-        """{method id: (count, errors, [bucket counts])}; bucket b holds latencies < 2**b µs."""
-        out = {}
-        cdef int m, b
-        for m in range(N_METHODS):
-            if self.counts[m]:
-                out[m] = (self.counts[m], self.errors[m], [self.hist[m][b] for b in range(N_BUCKETS)])
-        return out
-
-    def reset_stats(self):
-        cdef int m, b
-        for m in range(N_METHODS):
-            self.counts[m] = 0
-            self.errors[m] = 0
-            for b in range(N_BUCKETS):
-                self.hist[m][b] = 0
 
 
 cdef object _pread(int fd, off_t off, size_t size):

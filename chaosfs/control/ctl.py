@@ -10,7 +10,7 @@ import click
 import grpc
 from google.protobuf import empty_pb2, json_format
 
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS
+from chaosfs.faults.methods import ALL_METHODS, COMPAT_METHODS
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 _UNITS = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}

@@ -12,11 +12,11 @@ import sys
 _flags = sys.getdlopenflags()
 sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
 try:
-    from chaosfs import _fuseconn  # noqa: F401  (loaded here, RTLD_GLOBAL)
+    from chaosfs.transport import _fuseconn  # noqa: F401  (loaded here, RTLD_GLOBAL)
 finally:
     sys.setdlopenflags(_flags)
 
-from chaosfs._fuseconn import (  # noqa: E402  (the API, re-exported)
+from chaosfs.transport._fuseconn import (  # noqa: E402  (the API, re-exported)
     backing_close, backing_open, clear_setid, enable, passthrough_active, passthrough_reply,
     status, take_kill)
 
@@ -30,7 +30,7 @@ def describe() -> str:
     if not s["enabled"]:
         return "libfuse defaults (-fuse-hooks=false)"
     if not s["hooked"]:
-        return "connection tuning unavailable (pyfuse3 was loaded before chaosfs.fuseconn)"
+        return "connection tuning unavailable (pyfuse3 was loaded before chaosfs.transport.fuseconn)"
     if not s["io_installed"]:
         return "connection tuning unavailable (libfuse refused custom I/O)"
     v2 = ("HANDLE_KILLPRIV_V2 negotiated" if s["killpriv_v2"]

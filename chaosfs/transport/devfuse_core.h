@@ -3,10 +3,12 @@
  *
  * Each worker blocks in read(2) on its own clone of the session fd (FUSE_DEV_IOC_CLONE), so
  * requests are spread over threads by the kernel. A worker answers READ, WRITE, FLUSH and
- * FSYNC itself when no fault rule exists (the gate's `active` flag, read without a lock:
- * the control plane publishes a complete rule table before it sets the flag) and the file
- * handle is one the daemon issued; every other request is copied onto a queue that the
- * trio thread drains (an eventfd wakes it) and answered there by the Operations logic.
+ * FSYNC itself when the file handle is one the daemon issued and either no fault rule
+ * exists (the gate's `active` flag, read without a lock: the control plane publishes a
+ * complete rule table before it sets the flag) or the open's view (devfuse_gate.h) says
+ * no rule touches the method or every rule that does is decided here; every other request
+ * is copied onto a queue that the trio thread drains (an eventfd wakes it) and answered
+ * there by the Operations logic.
  * A reply goes back on the fd its request came from: a clone only accepts replies to the
  * requests read from it.
  */
@@ -29,22 +31,16 @@
 #include <unistd.h>
 #include <linux/fuse.h>
 
+#include "devfuse_gate.h"
 #include "setid.h"
 
-#define DF_MAX_WORKERS 64
 #define DF_BUCKETS 32
 #define DF_METHODS 48
-/* Method ids (chaosfs/methods.py's order; checked at import by _devfuse.pyx). */
+/* Method ids (chaosfs/faults/methods.py's order; checked at import by _devfuse.pyx). */
 #define DF_M_READ 1
 #define DF_M_WRITE 2
 #define DF_M_FSYNC 6
 #define DF_M_FLUSH 7
-/* Per-fh bits: which hot requests no rule can touch, so a worker answers them while rules
- * exist elsewhere (published by the file-system logic at open and after each rule change). */
-#define DF_HOT_READ 1
-#define DF_HOT_WRITE 2
-#define DF_HOT_FLUSH 4
-#define DF_HOT_FSYNC 8
 
 struct df_msg {
     struct df_msg *next;
@@ -66,7 +62,7 @@ struct df_server {
     unsigned long long *counts, *errors, *hist;  /* hist: [DF_METHODS][DF_BUCKETS] */
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
-    unsigned char *hot;            /* DF_HOT_* per fh, consulted only while rules exist */
+    struct df_gate gate;           /* per-open views, consulted only while rules exist */
     size_t nissued;
     /* to the trio thread */
     pthread_mutex_t qlock;
@@ -101,14 +97,34 @@ static inline int df_issued(struct df_server *s, uint64_t fh, int kind)
     return fh < s->nissued && __atomic_load_n(&s->issued[fh], __ATOMIC_ACQUIRE) == kind;
 }
 
-/* Whether a worker may answer this request itself: the fh is ours, and no rule exists or
- * none can touch this method on this file. */
-static inline int df_mine(struct df_server *s, uint64_t fh, int bit)
+/* Whether worker `w` answers this request itself: -1 no (to the trio thread), 0 yes with
+ * no fault, 1 yes and the rules fired (`vd` says how). */
+static inline int df_gate(struct df_server *s, int w, uint64_t fh, int bit, double now,
+                          struct df_verdict *vd)
 {
     if (!df_issued(s, fh, 1))
+        return -1;
+    if (!__atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE))
         return 0;
-    return !__atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE)
-           || (__atomic_load_n(&s->hot[fh], __ATOMIC_ACQUIRE) & bit);
+    int r = -1;
+    df_gate_enter(&s->gate, w);
+    const struct df_view *v = df_view_of(&s->gate, fh);
+    if (v) {
+        if (v->direct & bit)
+            r = 0;
+        else if (v->in_c & bit)
+            r = df_decide(&s->gate, v, bit, now, vd);
+    }
+    df_gate_leave(&s->gate, w);
+    return r;
+}
+
+/* An injected errno as safe_errno (chaosfs/faults/methods.py) would send it. */
+static inline int df_safe_errno(int bit, int err)
+{
+    if (err == ENOSYS && (bit == DF_HOT_FLUSH || bit == DF_HOT_FSYNC))
+        return EOPNOTSUPP;
+    return err > 0 && err <= 511 ? err : EIO;
 }
 
 /* One reply: header + optional payload, on the fd the request came from. Returns 0, or 1
@@ -135,51 +151,74 @@ static inline void df_notify_inval_attr(struct df_server *s, uint64_t nodeid)
     (void)!writev(s->dev, iov, 2);
 }
 
-/* The hot requests, answered here when no rule can touch them (df_mine). Returns 1 if answered. `out` holds
+/* The hot requests, answered here when df_gate allows. Returns 1 if answered. `out` holds
  * bufsize bytes. The errno of a failed syscall goes to the app as the syscall gave it: the
  * backing fs only returns errnos the kernel passes through (< 512), and FLUSH/FSYNC's ENOSYS
- * (a backing fs without fsync) becomes EOPNOTSUPP, never the reply that switches them off. */
-static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
+ * (a backing fs without fsync) becomes EOPNOTSUPP, never the reply that switches them off.
+ * A fired errno answers without doing the operation, as the Python handlers do. */
+static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char *out)
 {
     struct fuse_in_header *in = (struct fuse_in_header *)buf;
     char *arg = buf + sizeof *in;
     size_t alen = (size_t)n - sizeof *in;
     double t0 = df_now();
-    int err = 0;
+    struct df_verdict vd;
+    int err = 0, g;
     switch (in->opcode) {
     case FUSE_READ: {
         if (alen < sizeof(struct fuse_read_in))
             return 0;
         struct fuse_read_in *r = (struct fuse_read_in *)arg;
-        if (!df_mine(s, r->fh, DF_HOT_READ) || r->size > s->bufsize - sizeof(struct fuse_out_header))
+        if (r->size > s->bufsize - sizeof(struct fuse_out_header)
+                || (g = df_gate(s, w, r->fh, DF_HOT_READ, t0, &vd)) < 0)
             return 0;
+        if (g && vd.err) {
+            df_reply(fd, in->unique, df_safe_errno(DF_HOT_READ, vd.err), NULL, 0);
+            df_record(s, DF_M_READ, t0, 1);
+            return 1;
+        }
+        size_t size = g ? df_shorten(r->size, vd.short_frac) : r->size;
         char *data = out + sizeof(struct fuse_out_header);
         ssize_t got;
         do
-            got = pread((int)r->fh, data, r->size, (off_t)r->offset);
+            got = pread((int)r->fh, data, size, (off_t)r->offset);
         while (got < 0 && errno == EINTR);
         if (got < 0)
             err = errno;
+        else if (g && vd.corrupt_mode)
+            df_corrupt(&vd, (unsigned char *)data, (size_t)got);
         struct fuse_out_header *h = (struct fuse_out_header *)out;
         h->len = (uint32_t)(sizeof *h + (got > 0 ? got : 0));
         h->error = -err;
         h->unique = in->unique;
-        ssize_t w;
+        ssize_t wr;
         do
-            w = write(fd, out, h->len);
-        while (w < 0 && errno == EINTR);
+            wr = write(fd, out, h->len);
+        while (wr < 0 && errno == EINTR);
         df_record(s, DF_M_READ, t0, err != 0);
         return 1;
     }
     case FUSE_WRITE: {
         if (alen < sizeof(struct fuse_write_in))
             return 0;
-        struct fuse_write_in *w = (struct fuse_write_in *)arg;
-        if (!df_mine(s, w->fh, DF_HOT_WRITE) || alen < sizeof *w + w->size)
+        struct fuse_write_in *wi = (struct fuse_write_in *)arg;
+        if (alen < sizeof *wi + wi->size || (g = df_gate(s, w, wi->fh, DF_HOT_WRITE, t0, &vd)) < 0)
             return 0;
+        if (g && vd.err) {
+            df_reply(fd, in->unique, df_safe_errno(DF_HOT_WRITE, vd.err), NULL, 0);
+            df_record(s, DF_M_WRITE, t0, 1);
+            return 1;
+        }
+        unsigned char *data = (unsigned char *)arg + sizeof *wi;
+        size_t len = wi->size;
+        if (g) {
+            if (vd.corrupt_mode)
+                df_corrupt(&vd, data, len);  /* the request buffer is ours */
+            len = df_shorten(len, vd.short_frac);
+        }
         ssize_t put;
         do
-            put = pwrite((int)w->fh, arg + sizeof *w, w->size, (off_t)w->offset);
+            put = pwrite((int)wi->fh, data, len, (off_t)wi->offset);
         while (put < 0 && errno == EINTR);
         struct fuse_write_out o = {.size = put > 0 ? (uint32_t)put : 0};
         if (put < 0)
@@ -192,14 +231,18 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_flush_in))
             return 0;
         struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
-        if (!df_mine(s, f->fh, DF_HOT_FLUSH))
+        if ((g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
             return 0;
-        /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
-        int nfd = dup((int)f->fh);
-        if (nfd < 0 || close(nfd) < 0)
-            err = errno;
-        if (err == ENOSYS)
-            err = EOPNOTSUPP;
+        if (g && vd.err) {
+            err = df_safe_errno(DF_HOT_FLUSH, vd.err);
+        } else {
+            /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
+            int nfd = dup((int)f->fh);
+            if (nfd < 0 || close(nfd) < 0)
+                err = errno;
+            if (err == ENOSYS)
+                err = EOPNOTSUPP;
+        }
         df_reply(fd, in->unique, err, NULL, 0);
         df_record(s, DF_M_FLUSH, t0, err != 0);
         return 1;
@@ -208,12 +251,16 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
         if (alen < sizeof(struct fuse_fsync_in))
             return 0;
         struct fuse_fsync_in *f = (struct fuse_fsync_in *)arg;
-        if (!df_mine(s, f->fh, DF_HOT_FSYNC))
+        if ((g = df_gate(s, w, f->fh, DF_HOT_FSYNC, t0, &vd)) < 0)
             return 0;
-        /* On this worker: others keep serving meanwhile, no thread hop. */
-        int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
-        if (rc < 0)
-            err = errno == ENOSYS ? EOPNOTSUPP : errno;
+        if (g && vd.err) {
+            err = df_safe_errno(DF_HOT_FSYNC, vd.err);
+        } else {
+            /* On this worker: others keep serving meanwhile, no thread hop. */
+            int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
+            if (rc < 0)
+                err = errno == ENOSYS ? EOPNOTSUPP : errno;
+        }
         df_reply(fd, in->unique, err, NULL, 0);
         df_record(s, DF_M_FSYNC, t0, err != 0);
         return 1;
@@ -225,16 +272,10 @@ static int df_hot(struct df_server *s, int fd, char *buf, ssize_t n, char *out)
 static inline void df_set_issued(struct df_server *s, uint64_t fh, int kind)
 {
     if (fh < s->nissued) {
-        if (!kind)
-            __atomic_store_n(&s->hot[fh], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&s->issued[fh], (unsigned char)kind, __ATOMIC_RELEASE);
+        if (!kind)
+            df_view_publish(&s->gate, fh, NULL);  /* the next open of this fd starts clean */
     }
-}
-
-static inline void df_set_hot(struct df_server *s, uint64_t fh, int bits)
-{
-    if (fh < s->nissued)
-        __atomic_store_n(&s->hot[fh], (unsigned char)bits, __ATOMIC_RELEASE);
 }
 
 static void df_push(struct df_server *s, struct df_msg *m)
@@ -263,6 +304,7 @@ static struct df_msg *df_take(struct df_server *s)
 struct df_worker_arg {
     struct df_server *s;
     int fd;
+    int index;       /* its slot in the gate's reclamation state */
 };
 
 static void *df_worker(void *p)
@@ -292,7 +334,7 @@ static void *df_worker(void *p)
                     && chaosfs_clear_setid((int)w->fh) == 1)
                 df_notify_inval_attr(s, in->nodeid);
         }
-        if (df_hot(s, a.fd, buf, n, out))
+        if (df_hot(s, a.index, a.fd, buf, n, out))
             continue;
         struct df_msg *m = malloc(sizeof *m + (size_t)n);
         if (!m) {
@@ -364,6 +406,7 @@ static int df_start(struct df_server *s, int nworkers)
             return -1;
         a->s = s;
         a->fd = fd;
+        a->index = i;
         if (pthread_create(&s->threads[i], NULL, df_worker, a) != 0) {
             free(a);
             if (i > 0)
@@ -372,6 +415,7 @@ static int df_start(struct df_server *s, int nworkers)
             return -1;
         }
         s->nworkers = i + 1;
+        s->gate.nworkers = i + 1;
     }
     s->started = 1;
     return 0;

@@ -21,8 +21,8 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
-from chaosfs import methods as _m
-from chaosfs._hot cimport FaultGate
+from chaosfs.faults import methods as _m
+from chaosfs.faults._gate cimport FaultGate
 
 log = logging.getLogger("chaosfs.devfuse")
 
@@ -187,6 +187,18 @@ def _conn_id(bytes mountpoint) -> int:
     return -1
 
 
+# ---- the C gate's view of a rule ---------------------------------------------------------
+
+_HOT_IDS = ((DF_HOT_READ, DF_M_READ), (DF_HOT_WRITE, DF_M_WRITE), (DF_HOT_FLUSH, DF_M_FLUSH),
+            (DF_HOT_FSYNC, DF_M_FSYNC))
+_CORRUPT_MODE = {"zero": DF_CORRUPT_ZERO, "random": DF_CORRUPT_RANDOM, "bitflip": DF_CORRUPT_BITFLIP}
+
+
+cdef bint _c_decidable(r):
+    """Whether the workers can apply this rule themselves (see set_hot)."""
+    return not (r.delay_us or r.jitter_us or r.max_hits)
+
+
 # ---- the transport ------------------------------------------------------------------------
 
 cdef class DevFuseTransport:
@@ -255,8 +267,8 @@ cdef class DevFuseTransport:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.s.nissued = nofile
         self.s.issued = <unsigned char *>calloc(nofile, 1)
-        self.s.hot = <unsigned char *>calloc(nofile, 1)
-        if self.s.issued == NULL or self.s.hot == NULL:
+        if self.s.issued == NULL or df_gate_init(&self.s.gate, nofile,
+                                                  <uint64_t *>&self.gate.c_hits[0]) < 0:
             raise MemoryError()
         self.s.bufsize = MAX_WRITE + HEADROOM
         self.s.killpriv_v2 = 1 if self.want_killpriv else 0
@@ -323,6 +335,7 @@ cdef class DevFuseTransport:
             while self.s.ended < self.s.nworkers:
                 await trio.lowlevel.wait_readable(self.s.efd)
                 read(self.s.efd, &tick, 8)
+                df_gate_tick(&self.s.gate)  # frees views retired while workers were busy
                 m = df_take(&self.s)
                 while m != NULL:
                     nxt = m.next
@@ -464,8 +477,49 @@ cdef class DevFuseTransport:
     def offer_passthrough(self, uint64_t fh, int backing_id):
         self.pt_offers[fh] = backing_id
 
-    def set_hot(self, uint64_t fh, int mask):
-        df_set_hot(&self.s, fh, mask)
+    def set_hot(self, uint64_t fh, int mask, rules=()):
+        """Publish this open's view for the workers: `mask` (DF_HOT_* bits) the methods no
+        rule touches; `rules` the rules matching its file. A method whose every applicable
+        rule is one C decides (no delay: a worker never sleeps; no max_hits: Python counts
+        that budget) is answered by the workers with the rules applied; any other goes to
+        the trio thread and the Operations logic."""
+        cdef int in_c = 0, bit, bi, k, n = 0
+        cdef list picked = []
+        for bit, mid in _HOT_IDS:
+            if mask & bit:
+                continue
+            applicable = [r for r in rules if r.applies(mid)]
+            if applicable and all(_c_decidable(r) for r in applicable):
+                in_c |= bit
+        if in_c:
+            picked = [r for r in rules if any(r.applies(mid) for bit, mid in _HOT_IDS if in_c & bit)]
+        cdef df_view *v = <df_view *>calloc(1, sizeof(df_view) + len(picked) * sizeof(df_crule))
+        if v == NULL:
+            raise MemoryError()
+        v.direct = mask & DF_HOT_ALL
+        v.in_c = in_c
+        v.n = len(picked)
+        cdef df_crule *c
+        for k, r in enumerate(picked):
+            c = &v.r[k]
+            c.slot = r.slot
+            c.threshold = (1 << 32) if r.probability >= 100.0 else <uint64_t>(r.probability / 100.0 * 4294967296.0)
+            c.err = r.errno
+            c.short_frac = r.short
+            c.expires = r.expires_at
+            if r.corrupt is not None:
+                c.corrupt_mode = _CORRUPT_MODE[r.corrupt.mode]
+                c.corrupt_len = r.corrupt.length
+                c.corrupt_occ = r.corrupt.occurrences
+            for bi, (bit, mid) in enumerate(_HOT_IDS):
+                if in_c & bit and r.applies(mid):
+                    c.methods |= bit
+                    if r.random_errno:
+                        choices = r.errno_pool(mid)[:DF_MAX_CHOICES]
+                        c.nchoices[bi] = len(choices)
+                        for n, e in enumerate(choices):
+                            c.choices[bi][n] = e
+        df_view_publish(&self.s.gate, fh, v)
 
     # -- serving one request on the trio thread --
 

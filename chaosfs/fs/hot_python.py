@@ -1,4 +1,4 @@
-"""The hot handlers in plain Python: same behaviour as chaosfs._hot.HotPath, selectable with
+"""The hot handlers in plain Python: same behaviour as chaosfs.fs._hot.HotPath, selectable with
 ``-hot=python`` so perf/ can show what the Cython path buys."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs._hot import FaultGate, monotonic
-from chaosfs.methods import METHOD_ID, safe_errno
+from chaosfs.faults._gate import FaultGate, monotonic
+from chaosfs.faults.methods import METHOD_ID, safe_errno
 
 M_READ, M_WRITE, M_FSYNC, M_FLUSH, M_RELEASE = (
     METHOD_ID[m] for m in ("read", "write", "fsync", "flush", "release"))

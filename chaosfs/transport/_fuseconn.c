@@ -26,7 +26,7 @@
  *    registered (passthrough_reply()) gets FOPEN_PASSTHROUGH and the backing id it obtained
  *    with backing_open(). The kernel then serves that file's read/write/mmap from the
  *    backing file without a request reaching us. Which opens qualify is Python's call
- *    (no read/write rule matches; passthrough.py).
+ *    (no read/write rule matches; chaosfs/fs/operations.py).
  *
  * Until enable() is called every interposed function is a plain forward, so importing this
  * module into a process that mounts nothing changes nothing.
@@ -440,7 +440,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "chaosfs._fuseconn", NULL, -1, methods,
+    PyModuleDef_HEAD_INIT, "chaosfs.transport._fuseconn", NULL, -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fuseconn(void)

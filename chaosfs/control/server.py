@@ -22,9 +22,10 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from chaosfs import faults
-from chaosfs.faults import FaultEngine, Rule, RuleError
-from chaosfs.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID
+from chaosfs.faults import rules as faults
+from chaosfs.faults.engine import FaultEngine
+from chaosfs.faults.rules import Rule, RuleError
+from chaosfs.faults.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 log = logging.getLogger("chaosfs.server")
@@ -132,12 +133,12 @@ def rule_from_pb(pb: Any, engine: FaultEngine) -> Rule:
     )
 
 
-def rule_to_pb(r: Rule, now: float) -> Any:
+def rule_to_pb(r: Rule, now: float, hits: int) -> Any:
     pb = faults_pb2.Rule(
         id=r.id, methods=r.describe_methods(), path=r.path,
         path_kind=faults_pb2.GLOB if r.path_kind == "glob" else faults_pb2.REGEX,
         probability=r.probability, ttl_seconds=r.ttl, max_hits=r.max_hits,
-        hits=r.hits, origin=r.origin,
+        hits=hits, origin=r.origin,
         expires_in=max(0.0, r.expires_at - now) if r.expires_at else 0.0,
     )
     if r.errno or r.random_errno:
@@ -192,14 +193,14 @@ class FaultsService(faults_pb2_grpc.FaultsServicer):
 
     def ListRules(self, request: Any, context: Any) -> Any:
         now = time.monotonic()
-        return faults_pb2.ListRulesResponse(rules=[rule_to_pb(r, now) for r in self.engine.rules()])
+        return faults_pb2.ListRulesResponse(rules=[rule_to_pb(r, now, self.engine.hits(r)) for r in self.engine.rules()])
 
     def Clear(self, request: Any, context: Any) -> Any:
         return faults_pb2.ClearResponse(removed=self.engine.clear())
 
     def Stats(self, request: Any, context: Any) -> Any:
         resp = faults_pb2.StatsResponse(
-            rules=[faults_pb2.RuleStats(id=r.id, hits=r.hits) for r in self.engine.rules()])
+            rules=[faults_pb2.RuleStats(id=r.id, hits=self.engine.hits(r)) for r in self.engine.rules()])
         for mid, (count, errors, hist) in sorted(self.engine.gate.stats().items()):
             if mid >= len(ALL_METHODS):
                 continue

@@ -1,13 +1,11 @@
-"""The file-system logic: inode table, dirfd path resolution and the Operations class.
+"""The file-system logic: every FUSE operation, in the Operations class both transports call.
 
-Everything is resolved through O_PATH handles and *at() calls relative to the parent's
-handle, never through absolute paths, so a renamed ancestor or a deep tree cannot leave a
-stale or too-long path behind. FUSE inode numbers are ours (never reused); backing inodes
-are keyed by (st_dev, st_ino) only while we hold an fd or a kernel reference to them.
-
-pyfuse3 calls these handlers; the hot ones (read/write/fsync/flush/release) come from
-``chaosfs._hot.HotPath`` or its pure-Python twin in ``chaosfs.purepy``. A different FUSE
-transport only needs this module's ``Operations`` surface.
+Names are resolved through the inode table's O_PATH handles and *at() calls (inodes.py).
+Each handler asks the fault gate first (self._fault*), then does the syscall. The hot ones
+(read/write/fsync/flush/release) come from ``chaosfs.fs._hot.HotPath`` or its pure-Python
+twin in ``chaosfs.fs.hot_python``; on the cython transport, C workers answer most of them
+before they reach Python (chaosfs/transport/devfuse_core.h). The transport is reached only
+through the Transport it is given (chaosfs/transport/__init__.py).
 """
 from __future__ import annotations
 
@@ -15,18 +13,18 @@ import errno
 import functools
 import logging
 import os
-import resource
 import stat
 from typing import Any, Callable, Optional
 
-from chaosfs.transport import LibfuseTransport, Transport
-import pyfuse3  # noqa: E402
+import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs import _hot
-from chaosfs._hot import FaultGate, Node
-from chaosfs.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
+from chaosfs.faults._gate import FaultGate, Node, monotonic
+from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
+from chaosfs.fs import _hot
+from chaosfs.fs.inodes import IO_CACHED, IO_PASSTHROUGH, IO_UNCOUNTED, Handle, InodeTable, proc_path
+from chaosfs.transport import Transport
 
 GETATTR_METHODS = frozenset({METHOD_ID["getattr"]})
 # Transport.set_hot bits (devfuse_core.h's DF_HOT_*), by method id
@@ -36,7 +34,6 @@ LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
 
-O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 AT_FDCWD = -100
 # Flags the kernel may pass that must not reach the backing open: O_DIRECT is answered with
 # direct_io instead (the kernel's buffers are not aligned for it).
@@ -46,157 +43,6 @@ M = METHOD_ID
 # Asked by the kernel before a buffered write (file_remove_privs) until it marks the inode
 # S_NOSEC; again after each attribute refresh.
 CAPS = b"security.capability"
-
-
-def proc_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-# Handle.io: which of the node's open counts this open holds.
-IO_UNCOUNTED, IO_CACHED, IO_PASSTHROUGH = 0, 1, 2
-
-
-class Handle:
-    """An open file: its own backing fd (one per open, so O_RDONLY and O_WRONLY opens of one
-    inode never share an fd) and the node, for fault matching."""
-
-    __slots__ = ("fd", "node", "is_dir", "entries", "io")
-
-    def __init__(self, fd: int, node: Node, is_dir: bool = False) -> None:
-        self.fd = fd
-        self.node = node
-        self.is_dir = is_dir
-        self.entries: Optional[list[Any]] = None
-        self.io = IO_UNCOUNTED
-
-
-class InodeTable:
-    """FUSE inode <-> backing inode bookkeeping, lookup counts and forget, in one place."""
-
-    def __init__(self, root_fd: int) -> None:
-        st = os.fstat(root_fd)
-        self.root = Node()
-        self.root.ino = pyfuse3.ROOT_INODE
-        self.root.fd = root_fd
-        self.root.dev, self.root.bino = st.st_dev, st.st_ino
-        self.root.is_dir = True
-        self.root.lookups = 1 << 62  # the root is never forgotten
-        self.by_ino: dict[int, Node] = {self.root.ino: self.root}
-        self.by_key: dict[tuple[int, int], Node] = {(st.st_dev, st.st_ino): self.root}
-        self._next_ino = pyfuse3.ROOT_INODE + 1
-        # Node fds held open; pinning new nodes stops at half the fd limit, so files can
-        # still be opened for I/O when the kernel knows very many inodes.
-        self.open_fds = 0
-        self.max_pinned = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
-
-    def __len__(self) -> int:
-        return len(self.by_ino)
-
-    def get(self, ino: int) -> Node:
-        try:
-            return self.by_ino[ino]
-        except KeyError:
-            raise FUSEError(errno.ESTALE) from None
-
-    def remember(self, parent: Node, name: bytes, st: os.stat_result, fd: int = -1) -> Node:
-        """Count one kernel reference to (parent, name), creating the node if new.
-
-        A new node gets its O_PATH fd at once: while the kernel knows the node, the backing
-        inode stays allocated, so the backing fs cannot hand its number to a new file (which
-        would otherwise be taken for this node: wrong type, wrong name, ESTALE). `fd`, if
-        given, is an O_PATH fd `st` came from: adopted as the pin, or closed."""
-        key = (st.st_dev, st.st_ino)
-        node = self.by_key.get(key)
-        if node is not None and node.fd < 0 and (
-                node.is_dir != stat.S_ISDIR(st.st_mode) or node.is_link != stat.S_ISLNK(st.st_mode)):
-            # An unpinned node whose number the backing fs reused: a different file.
-            del self.by_key[key]
-            node = None
-        if node is None:
-            node = Node()
-            node.ino = self._next_ino
-            self._next_ino += 1
-            node.dev, node.bino = key
-            node.is_dir = stat.S_ISDIR(st.st_mode)
-            node.is_link = stat.S_ISLNK(st.st_mode)
-            self.by_ino[node.ino] = node
-            self.by_key[key] = node
-        node.parent = parent
-        node.name = name
-        node.lookups += 1
-        if fd >= 0:
-            if node.fd < 0 and self.open_fds < self.max_pinned:
-                node.fd = fd
-                self.open_fds += 1
-            else:
-                os.close(fd)
-        elif node.fd < 0 and self.open_fds < self.max_pinned:
-            try:
-                fd = os.open(name, O_PATH, dir_fd=self.fd(parent))
-            except (OSError, FUSEError):
-                pass  # gone already, or out of fds: stay lazy
-            else:
-                fst = os.fstat(fd)
-                if (fst.st_dev, fst.st_ino) == key:
-                    node.fd = fd
-                    self.open_fds += 1
-                else:
-                    os.close(fd)
-        return node
-
-    def lookup(self, parent: Node, name: bytes, dirfd: int = -1) -> tuple[Node, os.stat_result]:
-        """remember() for a name the kernel is about to learn: open it O_PATH and fstat that
-        fd (two syscalls; stat-then-pin would take three and could pin another file)."""
-        fd = os.open(name, O_PATH, dir_fd=self.fd(parent) if dirfd < 0 else dirfd)
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return self.remember(parent, name, st, fd), st
-
-    def known(self, st: os.stat_result) -> Optional[Node]:
-        return self.by_key.get((st.st_dev, st.st_ino))
-
-    def forget(self, ino: int, n: int) -> None:
-        node = self.by_ino.get(ino)
-        if node is None or node is self.root:
-            return
-        node.lookups -= n
-        if node.lookups <= 0:
-            del self.by_ino[ino]
-            if self.by_key.get((node.dev, node.bino)) is node:
-                del self.by_key[(node.dev, node.bino)]
-            if node.fd >= 0:
-                os.close(node.fd)
-                node.fd = -1
-                self.open_fds -= 1
-            node.parent = None
-
-    def fd(self, node: Node) -> int:
-        """The node's O_PATH fd, opened through its parent's on first use and checked to be
-        the same backing inode (the backing fs may have reused the name)."""
-        if node.fd >= 0:
-            return node.fd
-        parent = node.parent
-        if parent is None:
-            raise FUSEError(errno.ESTALE)
-        fd = os.open(node.name, O_PATH, dir_fd=self.fd(parent))
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (node.dev, node.bino):
-            os.close(fd)
-            raise FUSEError(errno.ESTALE)
-        node.fd = fd
-        self.open_fds += 1
-        return fd
-
-    def path_of(self, node: Node) -> str:
-        """Mount-relative path without a leading slash ("" for the root), for fault rules."""
-        parts = []
-        while node is not None and node is not self.root:
-            parts.append(node.name)
-            node = node.parent
-        return os.fsdecode(b"/".join(reversed(parts)))
 
 
 def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
@@ -211,7 +57,7 @@ def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(self: "FsOperations", *args: Any) -> Any:
-            t0 = _hot.monotonic()
+            t0 = monotonic()
             note = self.gate.note
             ids = own if counted_as is None else counted_as(*args)
             try:
@@ -278,9 +124,9 @@ class FsOperations(pyfuse3.Operations):
     gate: FaultGate
     handles: dict[int, Handle]
 
-    def setup(self, original: str, cache: Optional[CacheConfig] = None,
-              transport: Optional[Transport] = None) -> None:
-        self.transport: Transport = transport or LibfuseTransport()
+    def setup(self, original: str, transport: Transport,
+              cache: Optional[CacheConfig] = None) -> None:
+        self.transport = transport
         self.root_fd = os.open(original, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.inodes = InodeTable(self.root_fd)
         self.cache = cache or CacheConfig()
@@ -609,7 +455,8 @@ class FsOperations(pyfuse3.Operations):
                     self._publish_hot(h)
 
     def _publish_hot(self, h: Handle) -> None:
-        """Tell the transport which hot requests of this open no rule can touch. Repeated
+        """Tell the transport which hot requests of this open no rule can touch, and which
+        rules match its file (the cython transport applies those it can in C). Repeated
         if a rule change (on a gRPC thread) published a new table meanwhile, so a stale
         answer never outlives the change."""
         if not self.transport.answers_hot:
@@ -624,7 +471,7 @@ class FsOperations(pyfuse3.Operations):
                 for mid, bit in HOT_BITS:
                     if not any(r.applies(mid) for r in node.matched):
                         mask |= bit
-            self.transport.set_hot(h.fd, mask)
+            self.transport.set_hot(h.fd, mask, node.matched if gate.active else ())
             if gate.epoch == epoch:
                 return
 
@@ -872,14 +719,14 @@ class FsOperations(pyfuse3.Operations):
         os.removexattr(path, name, follow_symlinks=follow)
 
 
-def make_operations(original: str, *, hot: str = "cython", cache: Optional[CacheConfig] = None,
-                    fsync_inline: bool = False, passthrough: bool = False,
-                    transport: Optional[Transport] = None) -> FsOperations:
-    """The Operations object pyfuse3 serves: the cold path above plus the chosen hot path."""
+def make_operations(original: str, transport: Transport, *, hot: str = "cython",
+                    cache: Optional[CacheConfig] = None, fsync_inline: bool = False,
+                    passthrough: bool = False) -> FsOperations:
+    """The Operations object a transport serves: the cold path above plus the chosen hot path."""
     if hot == "cython":
         base: type = _hot.HotPath
     elif hot == "python":
-        from chaosfs.purepy import PyHotPath
+        from chaosfs.fs.hot_python import PyHotPath
         base = PyHotPath
     else:
         raise ValueError(f"unknown hot path {hot!r} (cython or python)")
@@ -887,5 +734,5 @@ def make_operations(original: str, *, hot: str = "cython", cache: Optional[Cache
     ops = cls()
     ops.fsync_inline = fsync_inline
     ops.passthrough = passthrough
-    ops.setup(original, cache, transport)
+    ops.setup(original, transport, cache)
     return ops

@@ -1,9 +1,11 @@
-# C-level declarations of the hot path: the inode record, the fault gate and the handlers
-# that run for every read/write. Everything slow or rare lives in plain Python.
+# C-level declarations of the fault gate and of the inode record it matches rules against.
+
+cdef double now_s() noexcept nogil   # CLOCK_MONOTONIC, seconds
 
 cdef enum:
     N_METHODS = 48
     N_BUCKETS = 32
+    N_HIT_SLOTS = 4096   # devfuse_gate.h's DF_HIT_SLOTS
 
 cdef class Node:
     # One kernel-visible inode. `fd` is an O_PATH handle (or -1 until first needed);
@@ -39,13 +41,8 @@ cdef class FaultGate:
     cdef unsigned long long hist[N_METHODS][N_BUCKETS]
     cdef unsigned long long errors[N_METHODS]
     cdef bint timing
+    # hits of rules the cython transport's workers fired, by Rule.slot
+    cdef unsigned long long c_hits[N_HIT_SLOTS]
     cpdef object check(self, int method, Node node)
     cpdef tuple match(self, Node node)
-    cdef inline void record(self, int method, double t0, bint failed) noexcept
-
-
-cdef class HotPath:
-    cdef public FaultGate gate
-    cdef public dict handles
-    cdef public bint fsync_inline
-    cdef object _bad_fh(self, int method, double t0)
+    cdef void record(self, int method, double t0, bint failed) noexcept

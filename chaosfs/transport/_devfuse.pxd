@@ -1,7 +1,7 @@
 # C-level declarations of the /dev/fuse transport: the kernel's protocol structs (from
 # <linux/fuse.h>, protocol 7.38, plus the 7.40 passthrough pieces in fuse740.h) and the
 # worker core in devfuse_core.h. The Python-facing API is _devfuse.pyi.
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "<linux/fuse.h>" nogil:
     enum:
@@ -138,6 +138,34 @@ cdef extern from "fuse740.h" nogil:
         uint32_t open_flags
         int32_t backing_id
 
+cdef extern from "devfuse_gate.h" nogil:
+    enum:
+        DF_HOT_READ, DF_HOT_WRITE, DF_HOT_FLUSH, DF_HOT_FSYNC, DF_HOT_ALL, DF_MAX_CHOICES,
+        DF_HIT_SLOTS,
+        DF_CORRUPT_NONE, DF_CORRUPT_ZERO, DF_CORRUPT_RANDOM, DF_CORRUPT_BITFLIP
+    struct df_crule:
+        uint8_t methods
+        uint8_t corrupt_mode
+        uint16_t nchoices[4]
+        uint32_t slot
+        uint64_t threshold
+        int32_t err
+        uint32_t corrupt_len, corrupt_occ
+        double short_frac
+        double expires
+        int16_t choices[4][48]
+    struct df_view:
+        uint8_t direct
+        uint8_t in_c
+        uint32_t n
+        df_crule r[1]
+    struct df_gate:
+        uint64_t *hits
+    int df_gate_init(df_gate *g, size_t nviews, uint64_t *hits)
+    int df_view_publish(df_gate *g, uint64_t fh, df_view *v)
+    void df_gate_tick(df_gate *g)
+
+
 cdef extern from "devfuse_core.h" nogil:
     enum:
         DF_MAX_WORKERS, DF_BUCKETS, DF_METHODS, DF_M_READ, DF_M_WRITE, DF_M_FSYNC, DF_M_FLUSH
@@ -158,7 +186,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned long long *errors
         unsigned long long *hist
         unsigned char *issued
-        unsigned char *hot
+        df_gate gate
         size_t nissued
         int efd
         int ended
@@ -166,7 +194,6 @@ cdef extern from "devfuse_core.h" nogil:
     df_msg *df_take(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
     void df_set_issued(df_server *s, uint64_t fh, int kind)
-    void df_set_hot(df_server *s, uint64_t fh, int bits)
     int df_init_server(df_server *s)
     void df_join(df_server *s, double seconds)
     int chaosfs_clear_setid(int fd)

@@ -1,0 +1,106 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The fault gate: the one test every request pays (is any rule set?), the per-inode match
+cache, and the per-method operation stats (counts, errors, latency histograms)."""
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cdef extern from *:
+    """
+    static inline unsigned long long __atomic_load_relaxed(unsigned long long *p)
+    { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    """
+    unsigned long long __atomic_load_relaxed(unsigned long long *p) nogil
+
+
+cdef double now_s() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def monotonic() -> float:
+    return now_s()
+
+
+cdef class Node:
+    def __cinit__(self):
+        self.fd = -1
+        self.lookups = 0
+        self.match_epoch = 0
+        self.matched = ()
+        self.name = b""
+        self.parent = None
+        self.backing_id = -1
+
+    def __repr__(self):
+        return f"Node(ino={self.ino}, name={self.name!r}, fd={self.fd}, lookups={self.lookups})"
+
+
+cdef class FaultGate:
+    def __cinit__(self):
+        self.active = False
+        self.epoch = 1
+        self.timing = True
+
+    cpdef tuple match(self, Node node):
+        """Rules whose path pattern matches this node; cached per node until the epoch moves."""
+        # One RE2 set match over every rule's pattern: the cost does not grow with the
+        # number of rules.
+        node.matched = self.matcher(self.path_of(node))
+        node.match_epoch = self.epoch
+        return node.matched
+
+    cpdef object check(self, int method, Node node):
+        """None (proceed normally) or a Verdict; never costs more than a flag when idle."""
+        if not self.active:
+            return None
+        if node.match_epoch != self.epoch:
+            self.match(node)
+        if not node.matched:
+            return None
+        return self.verdict_of(method, node.matched)
+
+    def check_path(self, int method, str path):
+        """Like check, for a name that has no node (create, mkdir, unlink, rename targets)."""
+        if not self.active:
+            return None
+        return self.path_check(method, path)
+
+    cdef void record(self, int method, double t0, bint failed) noexcept:
+        cdef double us = (now_s() - t0) * 1e6
+        cdef int b = 0
+        cdef double edge = 1.0
+        self.counts[method] += 1
+        if failed:
+            self.errors[method] += 1
+        while us >= edge and b < N_BUCKETS - 1:
+            edge *= 2.0
+            b += 1
+        self.hist[method][b] += 1
+
+    def note(self, int method, double t0, bint failed=False):
+        """Record one operation of the cold path (Python handlers) in the stats."""
+        self.record(method, t0, failed)
+
+    def stats(self):
+        """{method id: (count, errors, [bucket counts])}; bucket b holds latencies < 2**b µs."""
+        out = {}
+        cdef int m, b
+        for m in range(N_METHODS):
+            if self.counts[m]:
+                out[m] = (self.counts[m], self.errors[m], [self.hist[m][b] for b in range(N_BUCKETS)])
+        return out
+
+    def c_hits_of(self, unsigned long long slot):
+        """Hits the transport's C workers counted for the rule in `slot`."""
+        return __atomic_load_relaxed(&self.c_hits[slot % N_HIT_SLOTS])
+
+    def reset_hits(self, unsigned long long slot):
+        self.c_hits[slot % N_HIT_SLOTS] = 0
+
+    def reset_stats(self):
+        cdef int m, b
+        for m in range(N_METHODS):
+            self.counts[m] = 0
+            self.errors[m] = 0
+            for b in range(N_BUCKETS):
+                self.hist[m][b] = 0

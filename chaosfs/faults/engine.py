@@ -1,0 +1,279 @@
+"""The fault table: one table serves both control APIs (Chaos Mesh 0.9's `injure.Injure` and
+`chaosfs.v1.Faults`), and what a firing rule does to one operation.
+
+The table is copy-on-write: a change builds a new rule tuple and swaps it into the FaultGate
+in one step, so a request never sees half a change, and a bad request changes nothing.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Optional
+
+import re2
+import trio
+from pyfuse3 import FUSEError
+
+from chaosfs.faults._gate import FaultGate
+from chaosfs.faults.rules import Corrupt, Rule, RuleError, never_firing, validate_rule
+from chaosfs.faults.methods import DELAY_ONLY, METHOD_ID, NEVER_FIRE
+
+log = logging.getLogger("chaosfs.faults")
+
+
+# ---- what a firing rule does to one operation ------------------------------------------
+
+class Verdict:
+    __slots__ = ("delay", "errno", "corrupt", "short")
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.errno = 0
+        self.corrupt: Optional[Corrupt] = None
+        self.short = 0.0
+
+    async def apply_delay_only(self) -> None:
+        if self.delay > 0:
+            await trio.sleep(self.delay)
+
+    async def apply_plain(self) -> None:
+        if self.delay > 0:
+            await trio.sleep(self.delay)
+        if self.errno:
+            raise FUSEError(self.errno)
+
+    async def apply_read(self, fd: int, off: int, size: int, pread: Callable) -> bytes:
+        await self.apply_plain()
+        if self.short and size > 1:
+            size = max(1, int(size * self.short))
+        data = pread(fd, off, size)
+        if self.corrupt is not None:
+            data = self.corrupt.apply(data)
+        return data
+
+    async def apply_write(self, fd: int, off: int, buf: bytes, pwrite: Callable) -> int:
+        await self.apply_plain()
+        if self.corrupt is not None:
+            buf = self.corrupt.apply(buf)
+        if self.short and len(buf) > 1:
+            buf = buf[:max(1, int(len(buf) * self.short))]
+        return pwrite(fd, off, buf)
+
+
+_READ, _WRITE = METHOD_ID["read"], METHOD_ID["write"]
+
+
+def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
+    """Roll every rule matching this op; combine the ones that fire (delays add up, the
+    first errno wins, data actions only on read/write). None when nothing fires."""
+    v: Optional[Verdict] = None
+    now = time.monotonic()
+    for r in rules:
+        if not r.applies(method) or not r.live(now):
+            continue
+        if r.probability < 100.0 and random.random() * 100.0 >= r.probability:
+            continue
+        r.hits += 1
+        if v is None:
+            v = Verdict()
+        if r.delay_us or r.jitter_us:
+            v.delay += (r.delay_us + (random.randint(0, r.jitter_us) if r.jitter_us else 0)) / 1e6
+        if method in DELAY_ONLY:
+            continue
+        if not v.errno and (r.errno or r.random_errno):
+            v.errno = r.pick_errno(method)
+        if method == _READ or method == _WRITE:
+            if r.corrupt is not None and v.corrupt is None:
+                v.corrupt = r.corrupt
+            if r.short and not v.short:
+                v.short = r.short
+    return v
+
+
+# ---- the table ---------------------------------------------------------------------------
+
+_SET_OPTIONS = re2.Options()
+_SET_OPTIONS.log_errors = False
+_SET_OPTIONS.max_mem = 256 << 20
+
+
+def build_matcher(rules: tuple) -> Callable[[str], tuple]:
+    """path -> the rules (in table order) whose pattern matches it, with one RE2 set search
+    for all patterned rules, so 1,000 rules cost about what one does."""
+    if not rules:
+        return lambda path: ()
+    always = [i for i, r in enumerate(rules) if r.regex is None]
+    patterned = [i for i, r in enumerate(rules) if r.regex is not None]
+    if not patterned:
+        return lambda path: rules
+    rset = re2.Set.SearchSet(_SET_OPTIONS)
+    for i in patterned:
+        rset.Add(rules[i].regex.pattern)
+    try:
+        rset.Compile()
+    except re2.error:
+        # Too big for one automaton: one search per rule (correct, just slower).
+        return lambda path: tuple(r for r in rules if r.matches_path(path))
+    if not always:
+        def match(path: str) -> tuple:
+            hit = rset.Match(path)
+            if not hit:
+                return ()
+            return tuple(rules[patterned[k]] for k in sorted(hit))
+        return match
+
+    def match_with_always(path: str) -> tuple:
+        hit = rset.Match(path)
+        if not hit:
+            return tuple(rules[i] for i in always)
+        return tuple(rules[i] for i in sorted(always + [patterned[k] for k in hit]))
+    return match_with_always
+
+class FaultEngine:
+    """Owns the rule table; every change is validated first, then published at once.
+
+    Mutations come from gRPC worker threads (and the TTL reaper); the FUSE loop only reads
+    the published tuple, so a lock is held by writers alone and never on the I/O path.
+    """
+
+    def __init__(self, gate: FaultGate,
+                 on_change: Optional[Callable[[list[Rule], list[Rule]], dict[str, list[str]]]] = None) -> None:
+        self.gate = gate
+        self._lock = threading.Lock()
+        self._rules: dict[str, Rule] = {}
+        self._ids = itertools.count(1)
+        self._slots = itertools.count(1)
+        # The file system's walk after a change (FsOperations.rules_changed): drops the
+        # kernel's caches the changed rules make stale and reports, per added rule, files
+        # open in kernel passthrough that it cannot reach.
+        self._on_change = on_change
+        self._bypassed: dict[str, list[str]] = {}
+        self.never_fire = NEVER_FIRE  # per transport; the daemon sets its transport's
+        gate.verdict_of = verdict_of
+        gate.path_check = self.check_path
+        gate.matcher = build_matcher(())
+
+    # reads
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
+    def hits(self, rule: Rule) -> int:
+        """Times the rule fired, on either path (Python handlers, the C workers)."""
+        return rule.hits + (self.gate.c_hits_of(rule.slot) if rule.slot else 0)
+
+    def injected(self) -> bool:
+        return bool(self._rules)
+
+    def check_path(self, method: int, path: str) -> Optional[Verdict]:
+        matching = self.gate.matcher(path)
+        return verdict_of(method, matching) if matching else None
+
+    def new_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    # writes: each takes a function that edits a copy of the table
+    def change(self, edit: Callable[[dict[str, Rule]], object]) -> object:
+        with self._lock:
+            table = dict(self._rules)
+            result = edit(table)  # raises -> nothing changed
+            before = self._rules
+            self._publish(table)
+            changed = [r for k, r in before.items() if table.get(k) is not r]
+            changed += [r for k, r in table.items() if before.get(k) is not r]
+        if not changed or self._on_change is None:
+            return result
+        added = [r for r in changed if table.get(r.id) is r]
+        # Outside the lock, and never on the FUSE thread (see rules_changed).
+        try:
+            found = self._on_change(changed, added)
+        except Exception:
+            log.exception("cache invalidation after a rule change failed")
+            return result
+        for rid, paths in found.items():
+            log.warning("rule %s: %d file(s) open in kernel passthrough keep bypassing its "
+                        "read/write faults until reopened: %s", rid, len(paths),
+                        ", ".join(sorted(paths)[:10]) + (" ..." if len(paths) > 10 else ""))
+        if found:
+            with self._lock:
+                self._bypassed.update(found)
+                for rid in [k for k in self._bypassed if k not in self._rules]:
+                    del self._bypassed[rid]  # removed before anyone asked
+        return result
+
+    def bypassed(self, rule_id: str) -> list[str]:
+        """Paths the rule could not reach when it was added (open in kernel passthrough)."""
+        with self._lock:
+            return sorted(self._bypassed.pop(rule_id, []))
+
+    def _publish(self, table: dict[str, Rule]) -> None:
+        g = self.gate
+        self._rules = table
+        rules = tuple(table.values())
+        for r in rules:
+            if not r.slot:  # a rule new to the table: a fresh counter for the C workers
+                r.slot = next(self._slots)
+                g.reset_hits(r.slot)
+        if not rules:
+            g.active = False  # first: the hot path stops looking before the table empties
+            g.matcher = build_matcher(())
+            g.epoch += 1
+        else:
+            g.matcher = build_matcher(rules)
+            g.epoch += 1
+            g.active = True
+
+    def add(self, rule: Rule) -> str:
+        """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""
+        auto = not rule.id
+        checked = validate_rule(replace(rule, id="r0") if auto else rule)
+        idle = never_firing(checked, self.never_fire)
+        if idle:
+            log.warning("rule %s: the kernel never sends %s to chaosfs (it handles them "
+                        "itself): it will not fire", rule.id or "(new)", ", ".join(idle))
+
+        def edit(t: dict[str, Rule]) -> str:
+            r = checked
+            if auto:
+                rid = self.new_id()
+                while rid in t:  # under the lock: the id is free when we publish
+                    rid = self.new_id()
+                r = replace(checked, id=rid)
+            elif r.id in t:
+                raise RuleError("id", f"rule {r.id!r} already exists")
+            t[r.id] = r
+            return r.id
+        return self.change(edit)  # type: ignore[return-value]
+
+    def put_many(self, rules: list[Rule]) -> None:
+        """Insert or replace (0.9's SetFault: one fault per method)."""
+        checked = [validate_rule(r) for r in rules]
+
+        def edit(t: dict[str, Rule]) -> None:
+            for r in checked:
+                t[r.id] = r
+        self.change(edit)
+
+    def remove(self, ids: list[str], missing_ok: bool = False) -> int:
+        def edit(t: dict[str, Rule]) -> int:
+            if not missing_ok:
+                for i in ids:
+                    if i not in t:
+                        raise KeyError(i)
+            return sum(1 for i in ids if t.pop(i, None) is not None)
+        return self.change(edit)  # type: ignore[return-value]
+
+    def clear(self) -> int:
+        def edit(t: dict[str, Rule]) -> int:
+            n = len(t)
+            t.clear()
+            return n
+        return self.change(edit)  # type: ignore[return-value]
+
+    def dead_ids(self) -> list[str]:
+        """Rules past their TTL or max_hits (a scan of the published table, no lock)."""
+        now = time.monotonic()
+        return [r.id for r in self._rules.values() if not r.live(now)]
