@@ -129,6 +129,8 @@ def mode_count(mode: str, value: str, n: int, rng: random.Random) -> int:
         return 1
     if mode == "all":
         return n
+    if mode not in ("fixed", "fixed-percent", "random-max-percent"):
+        raise SelectionError(f"mode {mode} not supported")
     try:
         num = go_atoi(value)
     except ValueError:
