@@ -1,0 +1,336 @@
+"""The IoChaos reconciler through its kopf handlers, against real chaosfs daemons.
+
+No API server binary can be started cheaply inside pytest on this machine (kube-apiserver is
+built from Debian's source package by e2e/run, ~10 min on 2 cores, and is not cached here), so
+the API side is `Store` below: an in-memory stand-in with the API-server rules the engine
+relies on (resourceVersion conflicts, no new finalizers while deleting, the object goes when
+its last finalizer does, merge-patched status). The sidecars are real: one chaosfs daemon per
+"pod" on loopback, each pod's status.podIP 127.0.0.1 and its chaosfs container's `-addr` flag
+the daemon's port, so port discovery, the 0.9 requests and their effect on file I/O are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import errno
+import os
+import random
+
+import pytest
+
+from controller.engine import Engine
+from controller.kube import Conflict
+from controller.operator import Handlers
+from tests.compat09 import Injure09
+
+UTC = dt.timezone.utc
+
+
+def merge(dst: dict, patch: dict) -> dict:
+    for k, v in patch.items():
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+class Store:
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.chaos: dict[tuple[str, str], dict] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self._rv = 0
+
+    def _bump(self, obj: dict) -> None:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+
+    # PodSource
+    def get_pod(self, ns, name):
+        return copy.deepcopy(self.pods.get((ns, name)))
+
+    def list_pods(self, labels, fields):
+        assert not fields
+        return [copy.deepcopy(p) for p in self.pods.values()
+                if all(p["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())]
+
+    def get_node(self, name):
+        return None
+
+    def list_nodes(self, labels):
+        return []
+
+    # Cluster
+    def create(self, name: str, spec: dict, ns: str = "demo") -> None:
+        obj = {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "IoChaos",
+               "metadata": {"namespace": ns, "name": name, "generation": 1, "uid": name},
+               "spec": spec}
+        self._bump(obj)
+        self.chaos[(ns, name)] = obj
+
+    def get_iochaos(self, ns, name):
+        return copy.deepcopy(self.chaos.get((ns, name)))
+
+    def set_finalizers(self, obj, finalizers):
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        cur = self.chaos.get(key)
+        if cur is None or cur["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            raise Conflict("changed")
+        if cur["metadata"].get("deletionTimestamp") and set(finalizers) - set(
+                cur["metadata"].get("finalizers", [])):
+            raise Conflict("no new finalizers while deleting")
+        cur["metadata"]["finalizers"] = list(finalizers)
+        self._bump(cur)
+        if cur["metadata"].get("deletionTimestamp") and not finalizers:
+            del self.chaos[key]
+        return copy.deepcopy(cur)
+
+    def patch_status(self, ns, name, status):
+        cur = self.chaos.get((ns, name))
+        if cur is None:
+            raise KeyError(name)
+        merge(cur.setdefault("status", {}), dict(status))
+        self._bump(cur)
+
+    def event(self, obj, type_, reason, message):
+        self.events.append((type_, reason, message))
+
+    # what kubectl would do
+    def annotate(self, name, key, value, ns="demo"):
+        ann = self.chaos[(ns, name)]["metadata"].setdefault("annotations", {})
+        if value is None:
+            ann.pop(key, None)
+        else:
+            ann[key] = value
+        self._bump(self.chaos[(ns, name)])
+
+    def delete(self, name, ns="demo"):
+        obj = self.chaos[(ns, name)]
+        if not obj["metadata"].get("finalizers"):
+            del self.chaos[(ns, name)]
+        else:
+            obj["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+            self._bump(obj)
+
+    def reasons(self) -> list[str]:
+        return [r for _, r, _ in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2024, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def world(daemon_factory):
+    """(store, handlers, clock, pods): three etcd "pods", each a real chaosfs daemon."""
+    store, clock = Store(), Clock()
+    daemons = {}
+    for i in range(3):
+        d = daemon_factory(name=f"etcd-{i}")
+        (d.original / "data.txt").write_bytes(b"hello\n")
+        daemons[f"etcd-{i}"] = d
+        store.pods[("demo", f"etcd-{i}")] = {
+            "metadata": {"namespace": "demo", "name": f"etcd-{i}", "labels": {"app": "etcd"}},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "etcd", "image": "etcd"},
+                {"name": "chaosfs", "command": ["/usr/local/bin/chaosfs", f"-addr=127.0.0.1:{d.port}",
+                                                "-pidfile=/tmp/fuse/pid"]}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1"}}
+    engine = Engine(store, dial_timeout=4.0, probe_timeout=2.0, resync=0.05, clock=clock,
+                    rng=random.Random(5))
+    yield store, Handlers(engine), clock, daemons
+    # the daemons (and their mounts) go with daemon_factory
+
+
+def injected(d) -> bool:
+    c = Injure09(d.addr)
+    try:
+        return c.Injected(c.empty(), timeout=5).injected
+    finally:
+        c.close()
+
+
+def read_errno(d) -> int:
+    try:
+        with open(d.mountpoint / "data.txt", "rb") as f:
+            f.read()
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+ERRNO_SPEC = {"action": "errno", "errno": "5", "methods": ["read"], "mode": "all", "layer": "fs",
+              "selector": {"labelSelectors": {"app": "etcd"}}}
+
+
+def test_one_shot_inject_reinject_pause_resume_delete(world) -> None:
+    store, h, clock, daemons = world
+    store.create("io-errno", ERRNO_SPEC)
+    run(h.on_event(namespace="demo", name="io-errno"))
+
+    obj = store.get_iochaos("demo", "io-errno")
+    assert sorted(obj["metadata"]["finalizers"]) == ["demo/etcd-0", "demo/etcd-1", "demo/etcd-2"]
+    exp = obj["status"]["experiment"]
+    assert obj["status"]["phase"] == "Normal" and exp["phase"] == "Running"
+    assert exp["startTime"] == "2024-03-01T10:00:00Z"
+    assert {r["name"] for r in exp["podRecords"]} == set(daemons)
+    assert all(r["action"] == "errno" and r["podIP"] == "127.0.0.1" for r in exp["podRecords"])
+    assert "ChaosInjected" in store.reasons()
+    for d in daemons.values():
+        assert read_errno(d) == errno.EIO  # the 0.9 SetFault(read, errno 5) reached the mount
+
+    # level-triggered: a restarted sidecar has no faults; the next tick sets them again
+    d0 = daemons["etcd-0"]
+    d0.stop()
+    d0.start()
+    assert read_errno(d0) == 0 and not injected(d0)
+    run(asyncio.sleep(0.1))
+    run(h.on_timer(namespace="demo", name="io-errno"))
+    assert injected(d0) and read_errno(d0) == errno.EIO
+    assert "ChaosReinjected" in store.reasons()
+    rec = {r["name"]: r for r in store.get_iochaos("demo", "io-errno")["status"]["experiment"]["podRecords"]}
+    assert "re-injected" in rec["etcd-0"]["message"]
+
+    # pause recovers and waits; removing the annotation resumes
+    store.annotate("io-errno", "experiment.chaos-mesh.org/pause", "true")
+    run(h.on_event(namespace="demo", name="io-errno"))
+    obj = store.get_iochaos("demo", "io-errno")
+    assert obj["status"]["experiment"]["phase"] == "Paused"
+    assert obj["metadata"].get("finalizers") == []
+    assert not any(injected(d) for d in daemons.values())
+    assert read_errno(d0) == 0
+    run(h.on_timer(namespace="demo", name="io-errno"))  # a tick while paused injects nothing
+    assert not any(injected(d) for d in daemons.values())
+    store.annotate("io-errno", "experiment.chaos-mesh.org/pause", None)
+    run(h.on_event(namespace="demo", name="io-errno"))
+    assert all(injected(d) for d in daemons.values())
+    assert store.get_iochaos("demo", "io-errno")["status"]["experiment"]["phase"] == "Running"
+
+    # deletion recovers every pod first, then the finalizers let the object go
+    store.delete("io-errno")
+    assert store.get_iochaos("demo", "io-errno") is not None  # held by the pod finalizers
+    run(h.on_delete(namespace="demo", name="io-errno"))
+    assert store.get_iochaos("demo", "io-errno") is None
+    assert not any(injected(d) for d in daemons.values())
+    assert all(read_errno(d) == 0 for d in daemons.values())
+    assert store.reasons().count("ChaosRecovered") >= 2
+
+
+def test_fixed_mode_hits_exactly_value_pods_with_setfaultall_delay(world) -> None:
+    store, h, clock, daemons = world
+    store.create("io-delay", {"action": "delay", "delay": "300ms", "mode": "fixed", "value": "2",
+                              "layer": "fs", "selector": {"labelSelectors": {"app": "etcd"}}})
+    run(h.on_event(namespace="demo", name="io-delay"))
+    hit = [n for n, d in daemons.items() if injected(d)]
+    assert len(hit) == 2
+    obj = store.get_iochaos("demo", "io-delay")
+    assert sorted(obj["metadata"]["finalizers"]) == sorted(f"demo/{n}" for n in hit)
+    import time
+    t = time.monotonic()
+    os.stat(daemons[hit[0]].mountpoint / "data.txt")  # SetFaultAll: getattr is delayed too
+    assert time.monotonic() - t >= 0.25
+    store.delete("io-delay")
+    run(h.on_delete(namespace="demo", name="io-delay"))
+    assert not any(injected(d) for d in daemons.values())
+
+
+def test_scheduled_injects_at_creation_recovers_after_duration_and_again_at_tick(world) -> None:
+    store, h, clock, daemons = world
+    store.create("io-cron", {**ERRNO_SPEC, "mode": "one", "duration": "30s",
+                             "scheduler": {"cron": "@every 1m"}})
+    run(h.on_event(namespace="demo", name="io-cron"))
+    st = store.get_iochaos("demo", "io-cron")["status"]
+    assert st["scheduler"] == {"nextStart": "2024-03-01T10:01:00Z",
+                               "nextRecover": "2024-03-01T10:00:30Z"}
+    assert st["experiment"]["phase"] == "Running"
+    assert sum(injected(d) for d in daemons.values()) == 1
+
+    clock.advance(31)
+    run(h.on_event(namespace="demo", name="io-cron"))
+    st = store.get_iochaos("demo", "io-cron")["status"]
+    assert st["experiment"]["phase"] == "Waiting" and st["experiment"]["duration"] == "31s"
+    assert st["experiment"]["endTime"] == "2024-03-01T10:00:31Z"
+    assert not any(injected(d) for d in daemons.values())
+    assert store.get_iochaos("demo", "io-cron")["metadata"]["finalizers"] == []
+
+    clock.advance(20)  # 10:00:51, before the next start: nothing happens
+    run(h.on_event(namespace="demo", name="io-cron"))
+    assert not any(injected(d) for d in daemons.values())
+
+    clock.advance(10)  # 10:01:01: the tick
+    run(h.on_event(namespace="demo", name="io-cron"))
+    st = store.get_iochaos("demo", "io-cron")["status"]
+    assert st["experiment"]["phase"] == "Running"
+    assert st["scheduler"]["nextStart"] == "2024-03-01T10:02:01Z"
+    assert sum(injected(d) for d in daemons.values()) == 1
+    store.delete("io-cron")
+    run(h.on_delete(namespace="demo", name="io-cron"))
+    assert store.get_iochaos("demo", "io-cron") is None
+    assert not any(injected(d) for d in daemons.values())
+
+
+def test_invalid_spec_is_reported_and_nothing_is_injected(world) -> None:
+    store, h, clock, daemons = world
+    store.create("bad", {**ERRNO_SPEC, "duration": "30s"})
+    run(h.on_event(namespace="demo", name="bad"))
+    obj = store.get_iochaos("demo", "bad")
+    assert obj["status"]["phase"] == "Abnormal"
+    assert obj["status"]["reason"] == "spec.duration: set without spec.scheduler (both or neither)"
+    assert obj["status"]["experiment"]["phase"] == "Failed"
+    assert store.events == [("Warning", "InvalidSpec", obj["status"]["reason"])]
+    run(h.on_event(namespace="demo", name="bad"))
+    assert len(store.events) == 1  # reported once, not on every look
+    assert not obj["metadata"].get("finalizers") and not any(injected(d) for d in daemons.values())
+    store.delete("bad")
+    assert store.get_iochaos("demo", "bad") is None  # nothing held it
+
+
+def test_spec_edit_while_running_reinjects_with_the_new_spec(world) -> None:
+    store, h, clock, daemons = world
+    store.create("edit", {**ERRNO_SPEC, "selector": {"pods": {"demo": ["etcd-1"]}}})
+    run(h.on_event(namespace="demo", name="edit"))
+    d1 = daemons["etcd-1"]
+    assert read_errno(d1) == errno.EIO
+    obj = store.chaos[("demo", "edit")]
+    obj["spec"]["errno"] = "28"
+    obj["metadata"]["generation"] = 2
+    run(h.on_event(namespace="demo", name="edit"))
+    assert read_errno(d1) == errno.ENOSPC
+    assert store.get_iochaos("demo", "edit")["status"]["observedGeneration"] == 2
+
+
+def test_unreachable_sidecar_is_reported_not_retried_forever(world) -> None:
+    store, h, clock, daemons = world
+    store.create("lost", {**ERRNO_SPEC, "selector": {"pods": {"demo": ["etcd-2"]}}})
+    run(h.on_event(namespace="demo", name="lost"))
+    d2 = daemons["etcd-2"]
+    d2.stop()
+    run(asyncio.sleep(0.1))
+    run(h.on_timer(namespace="demo", name="lost"))
+    rec = store.get_iochaos("demo", "lost")["status"]["experiment"]["podRecords"][0]
+    assert rec["message"].startswith("sidecar unreachable")
+    assert store.reasons().count("SidecarUnreachable") == 1
+    run(asyncio.sleep(0.1))
+    run(h.on_timer(namespace="demo", name="lost"))
+    assert store.reasons().count("SidecarUnreachable") == 1  # one report per change
+    # deletion does not hang on it: the faults died with the daemon
+    store.delete("lost")
+    run(h.on_delete(namespace="demo", name="lost"))
+    assert store.get_iochaos("demo", "lost") is None
+    d2.start()
