@@ -34,7 +34,7 @@ def flagset() -> FlagSet:
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("transport", "pyfuse3: libfuse through pyfuse3; cython: chaosfs's own /dev/fuse session (hot requests answered by C threads while no rule exists)", "pyfuse3", parse_transport, env="CHAOSFS_TRANSPORT"),
         Flag("fuse-threads", "-transport=cython: threads reading /dev/fuse (each answers reads, writes, flushes and fsyncs itself)", 2, parse_threads, env="CHAOSFS_FUSE_THREADS"),
-        Flag("workers", "maximum concurrent FUSE requests (delayed ones count)", 128, parse_workers, env="CHAOSFS_WORKERS"),
+        Flag("workers", "maximum concurrent FUSE requests (on -transport=cython a request sleeping in a fault delay does not count)", 128, parse_workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
         Flag("tls-key", "private key for -tls-cert (PEM)"),
         Flag("tls-client-ca", "require client certificates signed by this CA (mTLS)"),

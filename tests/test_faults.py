@@ -298,6 +298,37 @@ def test_delay_does_not_stall_other_files_or_same_file_reads(fs):
     assert all(0.45 <= v < 0.95 for v in results.values()), results  # concurrent, not serial
 
 
+def test_delayed_requests_beyond_workers_stall_no_other_file(daemon_factory):
+    """-transport=cython: a request sleeping in a fault delay gives its -workers place up, so
+    more delayed reads than -workers leave another file's open/stat/read unaffected: all of
+    them are done while every delayed read is still waiting."""
+    import grpc
+    from chaosfs.proto import faults_pb2_grpc
+    d = daemon_factory("-transport=cython", "-workers=4")
+    (d.original / "slow").write_bytes(b"s" * 4096)
+    (d.original / "fast").write_bytes(b"f" * 4096)
+    with grpc.insecure_channel(d.addr) as ch:
+        faults_pb2_grpc.FaultsStub(ch).AddRule(fpb.AddRuleRequest(rule=fpb.Rule(
+            methods=["read"], path="^slow$", delay=fpb.DelayAction(fixed_us=3_000_000))))
+    done = []
+    fds = [os.open(d.mountpoint / "slow", os.O_RDONLY) for _ in range(16)]
+    threads = [threading.Thread(target=lambda fd=fd: done.append(os.pread(fd, 10, 0))) for fd in fds]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # all 16 reads are in the daemon, sleeping
+    for i in range(5):
+        os.stat(d.mountpoint / "fast")
+        with open(d.mountpoint / "fast", "rb") as f:
+            assert f.read() == b"f" * 4096
+        (d.mountpoint / f"new{i}").write_bytes(b"x")
+    assert done == [], "the other file's operations waited for the delayed reads"
+    for t in threads:
+        t.join()
+    assert done == [b"s" * 10] * 16
+    for fd in fds:
+        os.close(fd)
+
+
 def test_ttl_and_max_hits_expire(fs):
     m = fs.mountpoint
     add(fs, id="ttl", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), ttl_seconds=0.5)

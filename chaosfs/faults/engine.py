@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from dataclasses import replace
+from contextvars import ContextVar
 from typing import Callable, Optional
 
 import re2
@@ -27,6 +28,35 @@ log = logging.getLogger("chaosfs.faults")
 
 # ---- what a firing rule does to one operation ------------------------------------------
 
+class RequestSlot:
+    """A request's place in its transport's concurrency limit (-workers), given up while a
+    fault delay sleeps: a thousand delayed requests then wait on trio timers and stall no
+    other file's requests. The transport releases it when the request ends if `held`."""
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit: trio.Semaphore) -> None:
+        self.limit = limit
+        self.held = True
+
+
+request_slot: ContextVar[Optional[RequestSlot]] = ContextVar("chaosfs_request_slot", default=None)
+
+
+async def fault_sleep(seconds: float) -> None:
+    slot = request_slot.get()
+    if slot is None or not slot.held:
+        await trio.sleep(seconds)
+        return
+    slot.held = False
+    slot.limit.release()
+    try:
+        await trio.sleep(seconds)
+    finally:
+        await slot.limit.acquire()  # back in line behind whoever came meanwhile
+        slot.held = True
+
+
 class Verdict:
     __slots__ = ("delay", "errno", "corrupt", "short")
 
@@ -38,11 +68,11 @@ class Verdict:
 
     async def apply_delay_only(self) -> None:
         if self.delay > 0:
-            await trio.sleep(self.delay)
+            await fault_sleep(self.delay)
 
     async def apply_plain(self) -> None:
         if self.delay > 0:
-            await trio.sleep(self.delay)
+            await fault_sleep(self.delay)
         if self.errno:
             raise FUSEError(self.errno)
 

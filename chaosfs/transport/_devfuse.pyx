@@ -22,6 +22,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from chaosfs.faults import methods as _m
+from chaosfs.faults.engine import RequestSlot, request_slot
 from chaosfs.faults._gate cimport FaultGate
 
 log = logging.getLogger("chaosfs.devfuse")
@@ -548,6 +549,8 @@ cdef class DevFuseTransport:
 
     async def _serve(self, _Request r, limit):
         cdef int err = 0
+        slot = RequestSlot(limit)
+        request_slot.set(slot)  # this task's own context: a fault delay gives the slot up
         try:
             await self._dispatch(r)
         except FUSEError as e:
@@ -561,7 +564,8 @@ cdef class DevFuseTransport:
         finally:
             if err:
                 self._reply(r, err, NULL, 0)
-            limit.release()
+            if slot.held:
+                limit.release()
 
     async def _dispatch(self, _Request r):
         cdef uint32_t op = r.h.opcode
