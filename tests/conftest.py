@@ -186,6 +186,7 @@ def fault_daemon(daemon_factory, transport):
 
     def make(tree: dict) -> Daemon:
         d = daemon_factory(f"-transport={transport}")
+        d.transport = transport
         for rel, data in tree.items():
             (d.original / rel).parent.mkdir(parents=True, exist_ok=True)
             (d.original / rel).write_bytes(data)

@@ -105,11 +105,13 @@ def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file
 @pass_client
 @click.pass_context
 def methods(ctx: click.Context, c: Client) -> None:
-    """Method names a 0.9 fault can target (access, getlk, setlk, setlkw never fire)."""
+    """Method names a 0.9 fault can target (access never fires; allocate and the lock
+    methods only with -transport=cython)."""
     names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
-    idle = {"access", "getlk", "setlk", "setlkw"}
-    note = {n: "(never fires: the kernel handles it)" for n in idle}
-    note["allocate"] = "(fires with -transport=cython only: pyfuse3 has no fallocate)"
+    note = {"access": "(never fires: the kernel checks access(2) itself)",
+            "allocate": "(fires with -transport=cython only: pyfuse3 has no fallocate)"}
+    for n in ("getlk", "setlk", "setlkw"):
+        note[n] = "(fires with -transport=cython only: under pyfuse3 the kernel keeps locks)"
     _emit(ctx, names, lambda: click.echo("\n".join(
         f"{n}\t{note[n]}" if n in note else n for n in names)))
 

@@ -39,10 +39,12 @@ ENOSYS_STANDIN = 95  # EOPNOTSUPP
 MAX_REPLY_ERRNO = 511
 
 # Accepted (0.9 lists them) but never reaching chaosfs: with default_permissions the kernel
-# checks access(2) itself, and it keeps POSIX locks local (no transport negotiates them yet);
-# pyfuse3 has no fallocate, lseek or copy_file_range handler either (the /dev/fuse one has).
-NEVER_FIRE_ANY = frozenset(METHOD_ID[m] for m in ("access", "getlk", "setlk", "setlkw"))
-NEVER_FIRE = NEVER_FIRE_ANY | {METHOD_ID[m] for m in ("allocate", "lseek", "copy_file_range")}
+# checks access(2) itself. Under pyfuse3 (libfuse 3.14 without lock handlers) the kernel also
+# keeps POSIX and BSD locks local, and there is no fallocate, lseek or copy_file_range
+# handler; the /dev/fuse transport negotiates locks and serves all four.
+NEVER_FIRE_ANY = frozenset({METHOD_ID["access"]})
+NEVER_FIRE = NEVER_FIRE_ANY | {METHOD_ID[m] for m in ("getlk", "setlk", "setlkw", "allocate",
+                                                      "lseek", "copy_file_range")}
 
 
 def safe_errno(method: int, err: int) -> int:

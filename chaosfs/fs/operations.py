@@ -23,6 +23,7 @@ from pyfuse3 import FUSEError
 from chaosfs.faults._gate import FaultGate, Node, monotonic
 from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
 from chaosfs.fs import _hot
+from chaosfs.fs import locks
 from chaosfs.fs.inodes import IO_CACHED, IO_PASSTHROUGH, IO_UNCOUNTED, Handle, InodeTable, proc_path
 from chaosfs.transport import Transport
 
@@ -133,6 +134,7 @@ class FsOperations(pyfuse3.Operations):
         self.gate.path_of = self.inodes.path_of
         # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
         self.no_caps: set[int] = set()
+        self.locks = locks.LockTable()
         self.passthrough_warned = False
 
     def _handle(self, fh: int, is_dir: bool = False) -> Handle:
@@ -626,6 +628,53 @@ class FsOperations(pyfuse3.Operations):
             # full (corrupt and short included).
             raise FUSEError(errno.EOPNOTSUPP)
         return os.copy_file_range(src.fd, dst.fd, length, off_in, off_out)
+
+    # ---- locks (the cython transport negotiates POSIX and BSD locks: fs/locks.py) ----------
+
+    @fuse_op("getlk")
+    async def getlk(self, fh: int, owner: int, typ: int, start: int, end: int,
+                    ctx: Any) -> tuple[int, int, int, int]:
+        h = self._handle(fh)
+        await self._fault("getlk", h.node)
+        return self.locks.getlk(h.node.ino, owner, proc_path(h.fd), typ, start, end)
+
+    @fuse_op("setlk")
+    async def setlk(self, fh: int, owner: int, typ: int, start: int, end: int, is_flock: bool,
+                    ctx: Any) -> None:
+        await self._setlk("setlk", fh, owner, typ, start, end, is_flock, False, ctx)
+
+    @fuse_op("setlkw")
+    async def setlkw(self, fh: int, owner: int, typ: int, start: int, end: int, is_flock: bool,
+                     ctx: Any) -> None:
+        await self._setlk("setlkw", fh, owner, typ, start, end, is_flock, True, ctx)
+
+    async def _setlk(self, method: str, fh: int, owner: int, typ: int, start: int, end: int,
+                     is_flock: bool, wait: bool, ctx: Any) -> None:
+        h = self._handle(fh)
+        await self._fault(method, h.node)
+        pause = 0.001
+        while True:
+            try:
+                if is_flock:
+                    locks.flock(h.fd, typ, False)
+                else:
+                    self.locks.setlk(h.node.ino, owner, ctx.pid, proc_path(h.fd), typ, start, end)
+                break
+            except OSError as e:
+                if not wait or locks.lock_errno(e) is None:
+                    raise
+            # Waiting is polling on the trio thread: no thread sits blocked in fcntl, and
+            # the transport can cancel the wait when the kernel interrupts the request.
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        self.transport.locks_in_use(len(self.locks) > 0)
+
+    def release_locks(self, fh: int, owner: int) -> None:
+        """A close (FLUSH) by `owner`: its POSIX locks on that file go, as close(2) drops them."""
+        h = self.handles.get(fh)
+        if h is not None and not h.is_dir and len(self.locks):
+            self.locks.release_owner(h.node.ino, owner)
+            self.transport.locks_in_use(len(self.locks) > 0)
 
     # ---- directories --------------------------------------------------------------------
 

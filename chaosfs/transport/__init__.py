@@ -42,6 +42,9 @@ class Transport(Protocol):
     # rules itself where it can (the cython transport's C gate); the rest come to the
     # Operations methods
     answers_hot: bool
+    # whether POSIX locks are held (the transport must then bring every FLUSH to the
+    # file-system logic, which drops the closing owner's locks)
+    def locks_in_use(self, held: bool) -> None: ...
     def set_hot(self, fh: int, mask: int, rules: tuple[Any, ...] = ()) -> None: ...
 
 

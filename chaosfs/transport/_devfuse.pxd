@@ -12,7 +12,8 @@ cdef extern from "<linux/fuse.h>" nogil:
         FUSE_READDIR, FUSE_RELEASEDIR, FUSE_FSYNCDIR, FUSE_ACCESS, FUSE_CREATE
         FUSE_INTERRUPT, FUSE_DESTROY, FUSE_BATCH_FORGET, FUSE_READDIRPLUS, FUSE_RENAME2
         FUSE_NOTIFY_REPLY, FUSE_NOTIFY_INVAL_INODE, FUSE_NOTIFY_INVAL_ENTRY
-        FUSE_FALLOCATE, FUSE_LSEEK, FUSE_COPY_FILE_RANGE
+        FUSE_FALLOCATE, FUSE_LSEEK, FUSE_COPY_FILE_RANGE, FUSE_GETLK, FUSE_SETLK, FUSE_SETLKW
+        FUSE_POSIX_LOCKS, FUSE_FLOCK_LOCKS, FUSE_LK_FLOCK
         FUSE_ASYNC_READ, FUSE_ATOMIC_O_TRUNC, FUSE_BIG_WRITES, FUSE_AUTO_INVAL_DATA
         FUSE_DO_READDIRPLUS, FUSE_ASYNC_DIO, FUSE_PARALLEL_DIROPS, FUSE_MAX_PAGES
         FUSE_HANDLE_KILLPRIV_V2, FUSE_INIT_EXT
@@ -77,6 +78,18 @@ cdef extern from "<linux/fuse.h>" nogil:
         uint64_t fh
     struct fuse_flush_in:
         uint64_t fh
+        uint64_t lock_owner
+    struct fuse_file_lock:
+        uint64_t start, end
+        uint32_t type, pid
+    struct fuse_lk_in:
+        uint64_t fh, owner
+        fuse_file_lock lk
+        uint32_t lk_flags
+    struct fuse_lk_out:
+        fuse_file_lock lk
+    struct fuse_interrupt_in:
+        uint64_t unique
     struct fuse_read_in:
         uint64_t fh, offset
         uint32_t size
@@ -187,6 +200,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned long long *hist
         unsigned char *issued
         df_gate gate
+        int locks_in_use
         size_t nissued
         int efd
         int ended

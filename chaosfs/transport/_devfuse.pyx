@@ -212,6 +212,7 @@ cdef class DevFuseTransport:
     cdef bytes mountpoint
     cdef dict pt_offers
     cdef dict kills
+    cdef dict waits
     cdef bint mounted
     cdef bint passthrough_ok
     cdef int want_depth
@@ -226,6 +227,7 @@ cdef class DevFuseTransport:
         self.s.efd = -1
         self.pt_offers = {}
         self.kills = {}
+        self.waits = {}
 
     # -- lifecycle (the daemon's calls) --
 
@@ -297,7 +299,8 @@ cdef class DevFuseTransport:
         cdef uint32_t offered2 = i.flags2 if (i.flags & FUSE_INIT_EXT) and n >= <ssize_t>(IN_HDR + 20) else 0
         cdef uint32_t want = (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |
                               FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS | FUSE_ASYNC_DIO |
-                              FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES)
+                              FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES |
+                              FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS)
         if self.want_killpriv:
             want |= FUSE_HANDLE_KILLPRIV_V2
         cdef fuse740_init_out o
@@ -351,7 +354,13 @@ cdef class DevFuseTransport:
                         await self._forget(r)  # no reply; never blocks
                         continue
                     if r.h.opcode == FUSE_INTERRUPT:
-                        continue  # answered by the original request's own reply
+                        # Only a lock wait is ours to cut short (it answers EINTR); any
+                        # other request is answered by its own reply soon enough.
+                        if r.alen >= sizeof(fuse_interrupt_in):
+                            scope = self.waits.get((<fuse_interrupt_in *>r.arg).unique)
+                            if scope is not None:
+                                scope.cancel()
+                        continue
                     await limit.acquire()
                     nursery.start_soon(self._serve, r, limit)
             nursery.cancel_scope.cancel()
@@ -588,6 +597,7 @@ cdef class DevFuseTransport:
             await self._write(r)
         elif op == FUSE_FLUSH:
             _need(n, sizeof(fuse_flush_in))
+            ops.release_locks((<fuse_flush_in *>a).fh, (<fuse_flush_in *>a).lock_owner)
             await ops.flush((<fuse_flush_in *>a).fh)
             self._reply(r, 0, NULL, 0)
         elif op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
@@ -660,14 +670,44 @@ cdef class DevFuseTransport:
             await self._lseek(r)
         elif op == FUSE_COPY_FILE_RANGE:
             await self._copy_file_range(r)
+        elif op == FUSE_GETLK or op == FUSE_SETLK or op == FUSE_SETLKW:
+            await self._lock(r, op, ctx)
         elif op == FUSE_DESTROY:
             self._reply(r, 0, NULL, 0)
         elif op == FUSE_NOTIFY_REPLY:
             pass  # answers a NOTIFY_RETRIEVE we never send; it takes no reply
         else:
-            # Not implemented yet (locks, tmpfile, statx, ioctl, poll, bmap): the kernel falls
-            # back exactly as it does under pyfuse3.
+            # Not implemented yet (tmpfile, statx, ioctl, poll, bmap): the kernel falls back
+            # exactly as it does under pyfuse3.
             raise FUSEError(E.ENOSYS)
+
+    async def _lock(self, _Request r, uint32_t op, ctx):
+        _need(r.alen, sizeof(fuse_lk_in))
+        cdef fuse_lk_in *l = <fuse_lk_in *>r.arg
+        cdef fuse_lk_out o
+        is_flock = bool(l.lk_flags & FUSE_LK_FLOCK)
+        if op == FUSE_GETLK:
+            t, start, end, pid = await self.ops.getlk(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, ctx)
+            memset(&o, 0, sizeof(o))
+            o.lk.type, o.lk.start, o.lk.end, o.lk.pid = t, start, end, pid
+            self._reply(r, 0, &o, sizeof(o))
+            return
+        if op == FUSE_SETLK:
+            await self.ops.setlk(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, is_flock, ctx)
+        else:
+            unique = r.h.unique
+            with trio.CancelScope() as scope:  # FUSE_INTERRUPT cancels it (a signal)
+                self.waits[unique] = scope
+                try:
+                    await self.ops.setlkw(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, is_flock, ctx)
+                finally:
+                    del self.waits[unique]
+            if scope.cancelled_caught:
+                raise FUSEError(E.EINTR)
+        self._reply(r, 0, NULL, 0)
+
+    def locks_in_use(self, bint held):
+        self.s.locks_in_use = 1 if held else 0
 
     async def _fallocate(self, _Request r):
         _need(r.alen, sizeof(fuse_fallocate_in))

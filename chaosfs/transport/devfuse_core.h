@@ -63,6 +63,7 @@ struct df_server {
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
     struct df_gate gate;           /* per-open views, consulted only while rules exist */
+    int locks_in_use;              /* POSIX locks held: FLUSH must reach Python to drop an owner's */
     size_t nissued;
     /* to the trio thread */
     pthread_mutex_t qlock;
@@ -231,7 +232,8 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         if (alen < sizeof(struct fuse_flush_in))
             return 0;
         struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
-        if ((g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
+        if (__atomic_load_n(&s->locks_in_use, __ATOMIC_ACQUIRE)
+                || (g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
             return 0;
         if (g && vd.err) {
             err = df_safe_errno(DF_HOT_FLUSH, vd.err);

@@ -66,5 +66,8 @@ class LibfuseTransport:
     backing_close = staticmethod(fuseconn.backing_close)
     offer_passthrough = staticmethod(fuseconn.passthrough_reply)
 
+    def locks_in_use(self, held: bool) -> None:
+        pass  # libfuse 3.14 via pyfuse3 negotiates no locks: the kernel keeps them
+
     def set_hot(self, fh: int, mask: int, rules: tuple[Any, ...] = ()) -> None:
         pass
