@@ -603,6 +603,32 @@ class FsOperations(pyfuse3.Operations):
 
     # ---- what only the /dev/fuse transport delivers (pyfuse3 has no handlers for these) --
 
+    @fuse_op("create")
+    async def tmpfile(self, parent_inode: int, mode: int, flags: int,
+                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        """open(dir, O_TMPFILE): an unnamed file in that directory (create rules on the
+        directory's path fire). linkat() later names it through LINK, as natively; O_EXCL
+        keeps it unlinkable."""
+        parent = self.inodes.get(parent_inode)
+        await self._fault("create", parent)
+        fd = os.open(proc_path(self.inodes.fd(parent)),
+                     (flags & ~(os.O_DIRECT | os.O_NOCTTY | os.O_CREAT)) | os.O_TMPFILE | os.O_CLOEXEC,
+                     mode & ~ctx.umask)
+        try:
+            uid, gid = self._owner(parent, ctx)
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
+                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                st = os.fstat(fd)
+            # The node's pin comes from the open itself: it has no name to be found by.
+            node = self.inodes.remember(parent, b"", st, os.open(proc_path(fd), os.O_PATH | os.O_CLOEXEC))
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._file_info(fd, node, flags), self._entry(node, st)
+
     @fuse_op("allocate")
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         h = self._handle(fh)

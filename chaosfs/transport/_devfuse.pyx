@@ -613,7 +613,7 @@ cdef class DevFuseTransport:
             self.pt_offers.pop(fh, None)
             await (ops.release(fh) if op == FUSE_RELEASE else ops.releasedir(fh))
             self._reply(r, 0, NULL, 0)
-        elif op == FUSE_CREATE:
+        elif op == FUSE_CREATE or op == FUSE_TMPFILE:
             await self._create(r, ctx)
         elif op == FUSE_OPENDIR:
             _need(n, sizeof(fuse_open_in))
@@ -677,8 +677,8 @@ cdef class DevFuseTransport:
         elif op == FUSE_NOTIFY_REPLY:
             pass  # answers a NOTIFY_RETRIEVE we never send; it takes no reply
         else:
-            # Not implemented yet (tmpfile, statx, ioctl, poll, bmap): the kernel falls back
-            # exactly as it does under pyfuse3.
+            # Not implemented (statx, ioctl, poll, bmap): the kernel falls back exactly as it
+            # does under pyfuse3.
             raise FUSEError(E.ENOSYS)
 
     async def _lock(self, _Request r, uint32_t op, ctx):
@@ -776,8 +776,11 @@ cdef class DevFuseTransport:
         _need(r.alen, sizeof(fuse_create_in))
         cdef fuse_create_in *c = <fuse_create_in *>r.arg
         ctx.umask = c.umask
-        name = _cstr(r.arg + sizeof(fuse_create_in), r.alen - sizeof(fuse_create_in))
-        fi, entry = await self.ops.create(r.h.nodeid, name, c.mode, c.flags, ctx)
+        if r.h.opcode == FUSE_TMPFILE:  # open(dir, O_TMPFILE): no name (the kernel sends "/")
+            fi, entry = await self.ops.tmpfile(r.h.nodeid, c.mode, c.flags, ctx)
+        else:
+            name = _cstr(r.arg + sizeof(fuse_create_in), r.alen - sizeof(fuse_create_in))
+            fi, entry = await self.ops.create(r.h.nodeid, name, c.mode, c.flags, ctx)
         df_set_issued(&self.s, fi.fh, 1)
         await self._send_open(r, fi.fh, _open_flags(fi), entry)
 
