@@ -20,6 +20,7 @@ from pyfuse3 import FUSEError
 from chaosfs.faults._gate import Node
 
 O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+PROMISED_MAX = 1 << 16
 
 
 def proc_path(fd: int) -> str:
@@ -58,6 +59,10 @@ class InodeTable:
         self.by_ino: dict[int, Node] = {self.root.ino: self.root}
         self.by_key: dict[tuple[int, int], Node] = {(st.st_dev, st.st_ino): self.root}
         self._next_ino = pyfuse3.ROOT_INODE + 1
+        # Numbers promised in names-only readdir replies to inodes the kernel has not
+        # looked up yet: the node made at the lookup takes it, so d_ino == st_ino. Bounded
+        # (oldest dropped): past that, a huge listing's later stat may show another number.
+        self._promised: dict[tuple[int, int], int] = {}
         # Node fds held open; pinning new nodes stops at half the fd limit, so files can
         # still be opened for I/O when the kernel knows very many inodes.
         self.open_fds = 0
@@ -88,8 +93,10 @@ class InodeTable:
             node = None
         if node is None:
             node = Node()
-            node.ino = self._next_ino
-            self._next_ino += 1
+            node.ino = self._promised.pop(key, 0)
+            if not node.ino:
+                node.ino = self._next_ino
+                self._next_ino += 1
             node.dev, node.bino = key
             node.is_dir = stat.S_ISDIR(st.st_mode)
             node.is_link = stat.S_ISLNK(st.st_mode)
@@ -117,6 +124,20 @@ class InodeTable:
                 else:
                     os.close(fd)
         return node
+
+    def number_for(self, dev: int, bino: int) -> int:
+        """The FUSE inode number of backing inode (dev, bino), promised if not yet known."""
+        key = (dev, bino)
+        node = self.by_key.get(key)
+        if node is not None:
+            return node.ino
+        ino = self._promised.get(key)
+        if ino is None:
+            if len(self._promised) >= PROMISED_MAX:
+                del self._promised[next(iter(self._promised))]
+            ino = self._promised[key] = self._next_ino
+            self._next_ino += 1
+        return ino
 
     def lookup(self, parent: Node, name: bytes, dirfd: int = -1) -> tuple[Node, os.stat_result]:
         """remember() for a name the kernel is about to learn: open it O_PATH and fstat that

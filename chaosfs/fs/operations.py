@@ -46,6 +46,18 @@ M = METHOD_ID
 CAPS = b"security.capability"
 
 
+def _dtype(e: os.DirEntry) -> int:
+    """A getdents entry's d_type (DT_* = S_IFMT >> 12) from what scandir kept of it;
+    DT_UNKNOWN for fifos, sockets and devices (the caller then stats, as on any fs)."""
+    if e.is_symlink():
+        return stat.S_IFLNK >> 12
+    if e.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR >> 12
+    if e.is_file(follow_symlinks=False):
+        return stat.S_IFREG >> 12
+    return 0
+
+
 def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
     """Error mapping and stats for a cold-path handler. An exception other than FUSEError
     escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
@@ -717,13 +729,24 @@ class FsOperations(pyfuse3.Operations):
         h = self._handle(fh, is_dir=True)
         await self._fault("readdir", h.node)
         if start_id == 0 or h.entries is None:
-            # One snapshot per pass: offsets stay stable while entries come and go.
-            h.entries = [os.fsencode(n) for n in os.listdir(h.fd)]
+            # One snapshot per pass: offsets stay stable while entries come and go. Names,
+            # inode numbers and types from getdents alone: no stat per entry.
+            with os.scandir(h.fd) as it:
+                h.entries = [(os.fsencode(e.name), e.inode(), _dtype(e)) for e in it]
         entries = h.entries
         parent = h.node
+        if not self.transport.readdir_plus(token):
+            # Names only: the inode numbers the kernel will see for these names once it
+            # looks them up, so d_ino matches st_ino (inodes.number_for).
+            number, reply_name, dev = self.inodes.number_for, self.transport.readdir_name, parent.dev
+            for i in range(start_id, len(entries)):
+                name, bino, dtype = entries[i]
+                if not reply_name(token, name, number(dev, bino), dtype, i + 1):
+                    return
+            return
         lookup, entry, reply = self.inodes.lookup, self._entry, self.transport.readdir_reply
         for i in range(start_id, len(entries)):
-            name = entries[i]
+            name = entries[i][0]
             try:
                 node, st = lookup(parent, name, h.fd)
             except OSError:

@@ -83,13 +83,11 @@ cdef class DirBuffer:
     cdef bytearray buf
     cdef size_t limit
     cdef bint plus
-    cdef list plain_inos  # READDIR (not plus) entries count no lookup: forgotten afterwards
 
     def __cinit__(self, size_t limit, bint plus):
         self.buf = bytearray()
         self.limit = limit
         self.plus = plus
-        self.plain_inos = []
 
 
 cdef inline uint64_t _sec(double t):
@@ -298,7 +296,8 @@ cdef class DevFuseTransport:
         cdef uint32_t offered = i.flags
         cdef uint32_t offered2 = i.flags2 if (i.flags & FUSE_INIT_EXT) and n >= <ssize_t>(IN_HDR + 20) else 0
         cdef uint32_t want = (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |
-                              FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS | FUSE_ASYNC_DIO |
+                              FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
+                              FUSE_ASYNC_DIO |
                               FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES |
                               FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS)
         if self.want_killpriv:
@@ -424,21 +423,39 @@ cdef class DevFuseTransport:
         with nogil:
             writev(dev, iov, 3 if extra_n else 2)  # ENOENT: nothing cached, fine
 
+    def readdir_plus(self, DirBuffer token) -> bool:
+        # FUSE_READDIRPLUS_AUTO: the kernel asks for attributes on a directory's first batch
+        # and after a lookup in it (ls -l, find -type); a bare listing gets names only.
+        return token.plus
+
+    def readdir_name(self, DirBuffer token, bytes name, uint64_t ino, int dtype,
+                     uint64_t next_id) -> bool:
+        """One plain READDIR entry (no lookup: the kernel learns no inode from it)."""
+        cdef size_t namelen = len(name)
+        cdef size_t rec = (sizeof(fuse_dirent) + namelen + 7) & ~(<size_t>7)
+        cdef size_t at = len(token.buf)
+        if at + rec > token.limit:
+            return False
+        token.buf.extend(bytes(rec))
+        cdef fuse_dirent *d = <fuse_dirent *>(<char *>token.buf + at)
+        d.ino = ino
+        d.off = next_id
+        d.namelen = namelen
+        d.type = dtype
+        memcpy(<char *>d + sizeof(fuse_dirent), PyBytes_AS_STRING(name), namelen)
+        return True
+
     def readdir_reply(self, DirBuffer token, bytes name, entry, uint64_t next_id) -> bool:
         cdef size_t namelen = len(name)
-        cdef size_t head = sizeof(fuse_entry_out) + sizeof(fuse_dirent) if token.plus else sizeof(fuse_dirent)
+        cdef size_t head = sizeof(fuse_entry_out) + sizeof(fuse_dirent)
         cdef size_t rec = (head + namelen + 7) & ~(<size_t>7)
         if len(token.buf) + rec > token.limit:
             return False
         cdef bytearray one = bytearray(rec)
         cdef char *p = one
         cdef fuse_dirent *d
-        if token.plus:
-            _fill_entry(<fuse_entry_out *>p, entry)
-            d = <fuse_dirent *>(p + sizeof(fuse_entry_out))
-        else:
-            d = <fuse_dirent *>p
-            token.plain_inos.append(entry.st_ino)
+        _fill_entry(<fuse_entry_out *>p, entry)
+        d = <fuse_dirent *>(p + sizeof(fuse_entry_out))
         d.ino = entry.st_ino
         d.off = next_id
         d.namelen = namelen
@@ -823,8 +840,6 @@ cdef class DevFuseTransport:
         cdef fuse_read_in *i = <fuse_read_in *>r.arg
         cdef DirBuffer token = DirBuffer(i.size, plus)
         await self.ops.readdir(i.fh, i.offset, token)
-        if token.plain_inos:  # plain READDIR entries are no lookups
-            await self.ops.forget([(ino, 1) for ino in token.plain_inos])
         self._reply_bytes(r, bytes(token.buf))
 
     async def _rename(self, _Request r, ctx, bint two):

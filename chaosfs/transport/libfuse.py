@@ -56,8 +56,14 @@ class LibfuseTransport:
         except OSError:
             pass
 
+    def readdir_plus(self, token: Any) -> bool:
+        return True  # pyfuse3's readdir handler always gives attributes
+
     def readdir_reply(self, token: Any, name: bytes, entry: Any, next_id: int) -> bool:
         return pyfuse3.readdir_reply(token, name, entry, next_id)
+
+    def readdir_name(self, token: Any, name: bytes, ino: int, dtype: int, next_id: int) -> bool:
+        raise AssertionError("pyfuse3 readdir replies carry attributes")
 
     take_kill = staticmethod(fuseconn.take_kill)
     clear_setid = staticmethod(fuseconn.clear_setid)
