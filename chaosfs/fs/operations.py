@@ -23,14 +23,15 @@ from pyfuse3 import FUSEError
 from chaosfs.faults._gate import FaultGate, Node, monotonic
 from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
 from chaosfs.fs import _hot
-from chaosfs.fs import locks
 from chaosfs.fs.inodes import IO_CACHED, IO_PASSTHROUGH, IO_UNCOUNTED, Handle, InodeTable, proc_path
 from chaosfs.transport import Transport
 
 GETATTR_METHODS = frozenset({METHOD_ID["getattr"]})
 # Transport.set_hot bits (devfuse_core.h's DF_HOT_*), by method id
 HOT_BITS = ((METHOD_ID["read"], 1), (METHOD_ID["write"], 2), (METHOD_ID["flush"], 4),
-            (METHOD_ID["fsync"], 8))
+            (METHOD_ID["fsync"], 8), (METHOD_ID["getlk"], 16), (METHOD_ID["setlk"], 16),
+            (METHOD_ID["setlkw"], 16))
+HOT_ALL = 31
 LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
@@ -146,7 +147,6 @@ class FsOperations(pyfuse3.Operations):
         self.gate.path_of = self.inodes.path_of
         # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
         self.no_caps: set[int] = set()
-        self.locks = locks.LockTable()
         self.passthrough_warned = False
 
     def _handle(self, fh: int, is_dir: bool = False) -> Handle:
@@ -482,9 +482,11 @@ class FsOperations(pyfuse3.Operations):
             if gate.active:
                 if node.match_epoch != epoch:
                     gate.match(node)
+                touched = 0  # a bit shared by several methods is free only if all are
                 for mid, bit in HOT_BITS:
-                    if not any(r.applies(mid) for r in node.matched):
-                        mask |= bit
+                    if any(r.applies(mid) for r in node.matched):
+                        touched |= bit
+                mask = HOT_ALL & ~touched
             self.transport.set_hot(h.fd, mask, node.matched if gate.active else ())
             if gate.epoch == epoch:
                 return
@@ -667,14 +669,16 @@ class FsOperations(pyfuse3.Operations):
             raise FUSEError(errno.EOPNOTSUPP)
         return os.copy_file_range(src.fd, dst.fd, length, off_in, off_out)
 
-    # ---- locks (the cython transport negotiates POSIX and BSD locks: fs/locks.py) ----------
+    # ---- locks (the cython transport negotiates POSIX and BSD locks and holds them on the
+    # backing files: transport/devfuse_locks.h; its workers answer these when no rule
+    # touches them, so only matched requests and waits that must wait come here) ---------
 
     @fuse_op("getlk")
     async def getlk(self, fh: int, owner: int, typ: int, start: int, end: int,
                     ctx: Any) -> tuple[int, int, int, int]:
         h = self._handle(fh)
         await self._fault("getlk", h.node)
-        return self.locks.getlk(h.node.ino, owner, proc_path(h.fd), typ, start, end)
+        return self.transport.lock_get(h.node.ino, owner, fh, typ, start, end)
 
     @fuse_op("setlk")
     async def setlk(self, fh: int, owner: int, typ: int, start: int, end: int, is_flock: bool,
@@ -693,26 +697,15 @@ class FsOperations(pyfuse3.Operations):
         pause = 0.001
         while True:
             try:
-                if is_flock:
-                    locks.flock(h.fd, typ, False)
-                else:
-                    self.locks.setlk(h.node.ino, owner, ctx.pid, proc_path(h.fd), typ, start, end)
-                break
+                self.transport.lock_set(h.node.ino, owner, ctx.pid, fh, typ, start, end, is_flock)
+                return
             except OSError as e:
-                if not wait or locks.lock_errno(e) is None:
+                if not wait or e.errno != errno.EAGAIN:
                     raise
             # Waiting is polling on the trio thread: no thread sits blocked in fcntl, and
             # the transport can cancel the wait when the kernel interrupts the request.
             await trio.sleep(pause)
             pause = min(pause * 2, 0.02)
-        self.transport.locks_in_use(len(self.locks) > 0)
-
-    def release_locks(self, fh: int, owner: int) -> None:
-        """A close (FLUSH) by `owner`: its POSIX locks on that file go, as close(2) drops them."""
-        h = self.handles.get(fh)
-        if h is not None and not h.is_dir and len(self.locks):
-            self.locks.release_owner(h.node.ino, owner)
-            self.transport.locks_in_use(len(self.locks) > 0)
 
     # ---- directories --------------------------------------------------------------------
 

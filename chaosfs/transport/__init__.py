@@ -45,9 +45,12 @@ class Transport(Protocol):
     # rules itself where it can (the cython transport's C gate); the rest come to the
     # Operations methods
     answers_hot: bool
-    # whether POSIX locks are held (the transport must then bring every FLUSH to the
-    # file-system logic, which drops the closing owner's locks)
-    def locks_in_use(self, held: bool) -> None: ...
+    # POSIX record locks (per inode and lock owner) and flock()s (per open fh), held on the
+    # backing files by a transport that negotiates them; OSError (EAGAIN: a conflict)
+    def lock_get(self, ino: int, owner: int, fh: int, typ: int, start: int,
+                 end: int) -> tuple[int, int, int, int]: ...
+    def lock_set(self, ino: int, owner: int, pid: int, fh: int, typ: int, start: int, end: int,
+                 is_flock: bool) -> None: ...
     def set_hot(self, fh: int, mask: int, rules: tuple[Any, ...] = ()) -> None: ...
 
 

@@ -154,7 +154,7 @@ cdef extern from "fuse740.h" nogil:
 
 cdef extern from "devfuse_gate.h" nogil:
     enum:
-        DF_HOT_READ, DF_HOT_WRITE, DF_HOT_FLUSH, DF_HOT_FSYNC, DF_HOT_ALL, DF_MAX_CHOICES,
+        DF_HOT_READ, DF_HOT_WRITE, DF_HOT_FLUSH, DF_HOT_FSYNC, DF_HOT_LOCK, DF_HOT_ALL, DF_MAX_CHOICES,
         DF_HIT_SLOTS,
         DF_CORRUPT_NONE, DF_CORRUPT_ZERO, DF_CORRUPT_RANDOM, DF_CORRUPT_BITFLIP
     struct df_crule:
@@ -180,9 +180,20 @@ cdef extern from "devfuse_gate.h" nogil:
     void df_gate_tick(df_gate *g)
 
 
+cdef extern from "devfuse_locks.h" nogil:
+    struct df_locks:
+        int count
+    int df_lk_get(df_locks *t, uint64_t nodeid, uint64_t owner, uint64_t fh, uint32_t *type,
+                  uint64_t *start, uint64_t *end, uint32_t *pid)
+    int df_lk_set(df_locks *t, uint64_t nodeid, uint64_t owner, uint32_t pid, uint64_t fh,
+                  uint32_t type, uint64_t start, uint64_t end, int is_flock)
+    void df_lk_release_owner(df_locks *t, uint64_t nodeid, uint64_t owner)
+
+
 cdef extern from "devfuse_core.h" nogil:
     enum:
         DF_MAX_WORKERS, DF_BUCKETS, DF_METHODS, DF_M_READ, DF_M_WRITE, DF_M_FSYNC, DF_M_FLUSH
+        DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW
     struct df_msg:
         df_msg *next
         int fd
@@ -201,7 +212,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned long long *hist
         unsigned char *issued
         df_gate gate
-        int locks_in_use
+        df_locks locks
         size_t nissued
         int efd
         int ended

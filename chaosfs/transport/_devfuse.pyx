@@ -49,6 +49,7 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
+assert (_m.METHOD_ID["getlk"], _m.METHOD_ID["setlk"], _m.METHOD_ID["setlkw"]) == (DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW)
 assert _m.METHOD_ID["read"] == DF_M_READ and _m.METHOD_ID["write"] == DF_M_WRITE
 assert _m.METHOD_ID["fsync"] == DF_M_FSYNC and _m.METHOD_ID["flush"] == DF_M_FLUSH
 
@@ -614,7 +615,7 @@ cdef class DevFuseTransport:
             await self._write(r)
         elif op == FUSE_FLUSH:
             _need(n, sizeof(fuse_flush_in))
-            ops.release_locks((<fuse_flush_in *>a).fh, (<fuse_flush_in *>a).lock_owner)
+            df_lk_release_owner(&self.s.locks, ino, (<fuse_flush_in *>a).lock_owner)
             await ops.flush((<fuse_flush_in *>a).fh)
             self._reply(r, 0, NULL, 0)
         elif op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
@@ -723,8 +724,23 @@ cdef class DevFuseTransport:
                 raise FUSEError(E.EINTR)
         self._reply(r, 0, NULL, 0)
 
-    def locks_in_use(self, bint held):
-        self.s.locks_in_use = 1 if held else 0
+    def lock_get(self, uint64_t ino, uint64_t owner, uint64_t fh, uint32_t typ, uint64_t start,
+                 uint64_t end):
+        cdef uint32_t pid = 0
+        cdef int err
+        with nogil:
+            err = df_lk_get(&self.s.locks, ino, owner, fh, &typ, &start, &end, &pid)
+        if err:
+            raise OSError(err, os.strerror(err))
+        return typ, start, end, pid
+
+    def lock_set(self, uint64_t ino, uint64_t owner, uint32_t pid, uint64_t fh, uint32_t typ,
+                 uint64_t start, uint64_t end, bint is_flock):
+        cdef int err
+        with nogil:
+            err = df_lk_set(&self.s.locks, ino, owner, pid, fh, typ, start, end, is_flock)
+        if err:
+            raise OSError(err, os.strerror(err))
 
     async def _fallocate(self, _Request r):
         _need(r.alen, sizeof(fuse_fallocate_in))

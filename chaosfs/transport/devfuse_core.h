@@ -32,6 +32,7 @@
 #include <linux/fuse.h>
 
 #include "devfuse_gate.h"
+#include "devfuse_locks.h"
 #include "setid.h"
 
 #define DF_BUCKETS 32
@@ -41,6 +42,9 @@
 #define DF_M_WRITE 2
 #define DF_M_FSYNC 6
 #define DF_M_FLUSH 7
+#define DF_M_GETLK 15
+#define DF_M_SETLK 16
+#define DF_M_SETLKW 17
 
 struct df_msg {
     struct df_msg *next;
@@ -63,7 +67,7 @@ struct df_server {
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
     struct df_gate gate;           /* per-open views, consulted only while rules exist */
-    int locks_in_use;              /* POSIX locks held: FLUSH must reach Python to drop an owner's */
+    struct df_locks locks;         /* POSIX locks on the backing files, per (inode, owner) */
     size_t nissued;
     /* to the trio thread */
     pthread_mutex_t qlock;
@@ -232,9 +236,9 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         if (alen < sizeof(struct fuse_flush_in))
             return 0;
         struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
-        if (__atomic_load_n(&s->locks_in_use, __ATOMIC_ACQUIRE)
-                || (g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
+        if ((g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
             return 0;
+        df_lk_release_owner(&s->locks, in->nodeid, f->lock_owner);  /* close(2) drops them */
         if (g && vd.err) {
             err = df_safe_errno(DF_HOT_FLUSH, vd.err);
         } else {
@@ -265,6 +269,30 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         }
         df_reply(fd, in->unique, err, NULL, 0);
         df_record(s, DF_M_FSYNC, t0, err != 0);
+        return 1;
+    }
+    case FUSE_GETLK:
+    case FUSE_SETLK:
+    case FUSE_SETLKW: {
+        if (alen < sizeof(struct fuse_lk_in))
+            return 0;
+        struct fuse_lk_in *l = (struct fuse_lk_in *)arg;
+        int m = in->opcode == FUSE_GETLK ? DF_M_GETLK : in->opcode == FUSE_SETLK ? DF_M_SETLK : DF_M_SETLKW;
+        if (df_gate(s, w, l->fh, DF_HOT_LOCK, t0, &vd) != 0)
+            return 0;
+        if (in->opcode == FUSE_GETLK) {
+            struct fuse_lk_out o = {.lk = l->lk};
+            err = df_lk_get(&s->locks, in->nodeid, l->owner, l->fh, &o.lk.type, &o.lk.start,
+                            &o.lk.end, &o.lk.pid);
+            df_reply(fd, in->unique, err, &o, sizeof o);
+        } else {
+            err = df_lk_set(&s->locks, in->nodeid, l->owner, in->pid, l->fh, l->lk.type,
+                            l->lk.start, l->lk.end, (l->lk_flags & FUSE_LK_FLOCK) != 0);
+            if (err == EAGAIN && in->opcode == FUSE_SETLKW)
+                return 0;  /* it must wait: the trio thread polls, no worker blocks */
+            df_reply(fd, in->unique, err, NULL, 0);
+        }
+        df_record(s, m, t0, err != 0);
         return 1;
     }
     }
@@ -363,6 +391,7 @@ static void *df_worker(void *p)
 static int df_init_server(struct df_server *s)
 {
     pthread_mutex_init(&s->qlock, NULL);
+    df_locks_init(&s->locks);
     s->qhead = s->qtail = NULL;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return s->efd < 0 ? -1 : 0;

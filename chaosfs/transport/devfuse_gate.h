@@ -28,7 +28,8 @@
 #define DF_HOT_WRITE 2
 #define DF_HOT_FLUSH 4
 #define DF_HOT_FSYNC 8
-#define DF_HOT_ALL 15
+#define DF_HOT_LOCK 16         /* GETLK, SETLK, SETLKW: answered here only if no rule touches them */
+#define DF_HOT_ALL 31
 #define DF_MAX_CHOICES 48
 #define DF_MAX_WORKERS 64
 #define DF_HIT_SLOTS 4096      /* per-rule hit counters, indexed by a rule's slot */

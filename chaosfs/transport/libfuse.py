@@ -2,6 +2,7 @@
 it (fuseconn.py, _fuseconn.c). Implements chaosfs.transport.Transport."""
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from chaosfs.transport import fuseconn
@@ -72,8 +73,14 @@ class LibfuseTransport:
     backing_close = staticmethod(fuseconn.backing_close)
     offer_passthrough = staticmethod(fuseconn.passthrough_reply)
 
-    def locks_in_use(self, held: bool) -> None:
-        pass  # libfuse 3.14 via pyfuse3 negotiates no locks: the kernel keeps them
+    # libfuse 3.14 via pyfuse3 negotiates no locks: the kernel keeps them, never asks us
+    def lock_get(self, ino: int, owner: int, fh: int, typ: int, start: int,
+                 end: int) -> tuple[int, int, int, int]:
+        raise OSError(errno.EOPNOTSUPP, "locks are the kernel's under pyfuse3")
+
+    def lock_set(self, ino: int, owner: int, pid: int, fh: int, typ: int, start: int, end: int,
+                 is_flock: bool) -> None:
+        raise OSError(errno.EOPNOTSUPP, "locks are the kernel's under pyfuse3")
 
     def set_hot(self, fh: int, mask: int, rules: tuple[Any, ...] = ()) -> None:
         pass
