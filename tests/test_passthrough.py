@@ -1050,6 +1050,20 @@ def test_o_tmpfile(pair: Pair):
     assert (pair.b / "named").read_bytes() == b"unnamed until linked"
 
 
+def test_statx_birth_time(pair: Pair):
+    """statx(2) asks for btime, which GETATTR cannot carry: -transport=cython answers FUSE_STATX
+    with the backing file's; under pyfuse3 the kernel reports none (0), as before."""
+    (pair.m / "f").write_bytes(b"x")
+    def btime(path: Path) -> int:
+        return int(subprocess.run(["stat", "-c", "%W", str(path)], capture_output=True, text=True,
+                                  check=True).stdout)
+    backing = btime(pair.b / "f")
+    assert backing > 0
+    assert btime(pair.m / "f") == (backing if pair.env.hot.startswith("devfuse") else 0)
+    st = os.stat(pair.m / "f")  # the basic fields still agree with the backing file
+    assert (st.st_size, st.st_mode) == (1, os.stat(pair.b / "f").st_mode)
+
+
 # ---- ownership of created files -------------------------------------------------------------
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]

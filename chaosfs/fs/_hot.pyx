@@ -322,3 +322,40 @@ def fallocate_fd(int fd, int mode, off_t offset, off_t length):
         rc = fallocate(fd, mode, offset, length)
     if rc < 0:
         raise OSError(errno, os.strerror(errno))
+
+
+cdef extern from "<sys/stat.h>" nogil:
+    """
+    #ifndef _GNU_SOURCE
+    #define _GNU_SOURCE
+    #endif
+    """
+    struct statx_timestamp:
+        long long tv_sec
+        unsigned int tv_nsec
+    struct statx:
+        unsigned int stx_mask, stx_blksize
+        unsigned long long stx_attributes
+        unsigned int stx_nlink, stx_uid, stx_gid
+        unsigned short stx_mode
+        unsigned long long stx_ino, stx_size, stx_blocks, stx_attributes_mask
+        statx_timestamp stx_atime, stx_btime, stx_ctime, stx_mtime
+        unsigned int stx_rdev_major, stx_rdev_minor
+    int c_statx "statx"(int dirfd, const char *path, int flags, unsigned int mask, statx *buf)
+
+
+def statx_fd(int fd, unsigned int mask, int flags):
+    """statx(2) of an fd (AT_EMPTY_PATH): (mask, blksize, attributes, nlink, uid, gid, mode,
+    ino, size, blocks, attributes_mask, atime s, ns, btime s, ns, ctime s, ns, mtime s, ns,
+    rdev major, minor)."""
+    cdef statx b
+    cdef int rc
+    with nogil:
+        rc = c_statx(fd, b"", flags | AT_EMPTY_PATH, mask, &b)
+    if rc < 0:
+        raise OSError(errno, os.strerror(errno))
+    return (b.stx_mask, b.stx_blksize, b.stx_attributes, b.stx_nlink, b.stx_uid, b.stx_gid,
+            b.stx_mode, b.stx_ino, b.stx_size, b.stx_blocks, b.stx_attributes_mask,
+            b.stx_atime.tv_sec, b.stx_atime.tv_nsec, b.stx_btime.tv_sec, b.stx_btime.tv_nsec,
+            b.stx_ctime.tv_sec, b.stx_ctime.tv_nsec, b.stx_mtime.tv_sec, b.stx_mtime.tv_nsec,
+            b.stx_rdev_major, b.stx_rdev_minor)

@@ -248,6 +248,21 @@ class FsOperations(pyfuse3.Operations):
             raise
         return self._entry(node, self._stat(node))
 
+    @fuse_op("getattr")
+    async def statx(self, inode: int, fh: Optional[int], flags: int, mask: int,
+                    ctx: Any) -> tuple[tuple[int, ...], float]:
+        """statx(2) for the fields getattr lacks (btime; the /dev/fuse transport only):
+        the backing file's, under our inode number; getattr rules fire."""
+        node = self.inodes.get(inode)
+        await self._fault("getattr", node)
+        h = self.handles.get(fh) if fh is not None else None
+        fd = h.fd if h is not None and not h.is_dir else self.inodes.fd(node)
+        # AT_STATX_* sync flags pass through; the backing fs answers for its own caches
+        sx = _hot.statx_fd(fd, mask | 0x7ff, flags & 0x6000)  # STATX_BASIC_STATS
+        sx = sx[:7] + (node.ino,) + sx[8:]
+        timeout = self._entry(node, os.fstat(fd)).attr_timeout if self.gate.active else self.cache.attr_timeout
+        return sx, timeout
+
     @fuse_op("truncate", counted_as=setattr_methods)
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
         # Taken first, so a faulted or failed truncate does not leave the request queued.

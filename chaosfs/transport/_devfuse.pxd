@@ -147,6 +147,27 @@ cdef extern from "fuse740.h" nogil:
         uint32_t max_write, time_gran
         uint16_t max_pages, map_alignment
         uint32_t flags2, max_stack_depth
+    enum:
+        FUSE739_STATX
+    struct fuse739_sx_time:
+        int64_t tv_sec
+        uint32_t tv_nsec
+    struct fuse739_statx:
+        uint32_t mask, blksize
+        uint64_t attributes
+        uint32_t nlink, uid, gid
+        uint16_t mode
+        uint64_t ino, size, blocks, attributes_mask
+        fuse739_sx_time atime, btime, ctime, mtime
+        uint32_t rdev_major, rdev_minor, dev_major, dev_minor
+    struct fuse739_statx_in:
+        uint32_t getattr_flags
+        uint64_t fh
+        uint32_t sx_flags, sx_mask
+    struct fuse739_statx_out:
+        uint64_t attr_valid
+        uint32_t attr_valid_nsec, flags
+        fuse739_statx stat
     struct fuse740_open_out:
         uint64_t fh
         uint32_t open_flags

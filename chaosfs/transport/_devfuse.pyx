@@ -688,6 +688,8 @@ cdef class DevFuseTransport:
             await self._lseek(r)
         elif op == FUSE_COPY_FILE_RANGE:
             await self._copy_file_range(r)
+        elif op == FUSE739_STATX:
+            await self._statx(r, ctx)
         elif op == FUSE_GETLK or op == FUSE_SETLK or op == FUSE_SETLKW:
             await self._lock(r, op, ctx)
         elif op == FUSE_DESTROY:
@@ -695,8 +697,8 @@ cdef class DevFuseTransport:
         elif op == FUSE_NOTIFY_REPLY:
             pass  # answers a NOTIFY_RETRIEVE we never send; it takes no reply
         else:
-            # Not implemented (statx, ioctl, poll, bmap): the kernel falls back exactly as it
-            # does under pyfuse3.
+            # Not implemented (ioctl, poll, bmap): the kernel falls back exactly as it does
+            # under pyfuse3.
             raise FUSEError(E.ENOSYS)
 
     async def _lock(self, _Request r, uint32_t op, ctx):
@@ -769,6 +771,24 @@ cdef class DevFuseTransport:
         o.attr_valid = _sec(e.attr_timeout)
         o.attr_valid_nsec = _nsec(e.attr_timeout)
         _fill_attr(&o.attr, e)
+        self._reply(r, 0, &o, sizeof(o))
+
+    async def _statx(self, _Request r, ctx):
+        _need(r.alen, sizeof(fuse739_statx_in))
+        cdef fuse739_statx_in *i = <fuse739_statx_in *>r.arg
+        fh = i.fh if i.getattr_flags & 1 else None  # FUSE_GETATTR_FH
+        sx, timeout = await self.ops.statx(r.h.nodeid, fh, i.sx_flags, i.sx_mask, ctx)
+        cdef fuse739_statx_out o
+        memset(&o, 0, sizeof(o))
+        o.attr_valid = _sec(timeout)
+        o.attr_valid_nsec = _nsec(timeout)
+        (o.stat.mask, o.stat.blksize, o.stat.attributes, o.stat.nlink, o.stat.uid, o.stat.gid,
+         o.stat.mode, o.stat.ino, o.stat.size, o.stat.blocks, o.stat.attributes_mask) = sx[:11]
+        o.stat.atime.tv_sec, o.stat.atime.tv_nsec = sx[11], sx[12]
+        o.stat.btime.tv_sec, o.stat.btime.tv_nsec = sx[13], sx[14]
+        o.stat.ctime.tv_sec, o.stat.ctime.tv_nsec = sx[15], sx[16]
+        o.stat.mtime.tv_sec, o.stat.mtime.tv_nsec = sx[17], sx[18]
+        o.stat.rdev_major, o.stat.rdev_minor = sx[19], sx[20]
         self._reply(r, 0, &o, sizeof(o))
 
     async def _setattr(self, _Request r, ctx):

@@ -26,4 +26,25 @@ struct fuse740_init_out {
 /* fuse_open_out: backing_id took the place of padding. */
 struct fuse740_open_out { uint64_t fh; uint32_t open_flags; int32_t backing_id; };
 
+/* FUSE_STATX (7.39, Linux 6.6): statx(2) with the fields getattr lacks (btime). */
+#define FUSE739_STATX 52
+struct fuse739_sx_time { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
+struct fuse739_statx {
+    uint32_t mask, blksize;
+    uint64_t attributes;
+    uint32_t nlink, uid, gid;
+    uint16_t mode, spare0;
+    uint64_t ino, size, blocks, attributes_mask;
+    struct fuse739_sx_time atime, btime, ctime, mtime;
+    uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+    uint64_t spare2[14];
+};
+struct fuse739_statx_in { uint32_t getattr_flags, reserved; uint64_t fh; uint32_t sx_flags, sx_mask; };
+struct fuse739_statx_out {
+    uint64_t attr_valid;
+    uint32_t attr_valid_nsec, flags;
+    uint64_t spare[2];
+    struct fuse739_statx stat;
+};
+
 #endif
