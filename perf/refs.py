@@ -38,8 +38,10 @@ GOFUSE_OPTS = "-allow-other -q"
 
 
 def _tail(text: str) -> str:
+    """The compiler's first error line, else its last line."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
+    first = next((ln for ln in lines if "error" in ln or "cannot" in ln or "not found" in ln), None)
+    return first or (lines[-1] if lines else "(no output)")
 
 
 def _find_example(base: Path, name: str) -> Path:

@@ -69,7 +69,10 @@ class Variant:
             return
         if self.kind == "ref":
             assert self.build is not None
-            self.command = self.build(work / "refs")   # VariantError: the build's reason
+            try:
+                self.command = self.build(work / "refs")
+            except VariantError as e:
+                raise VariantError(f"{self.name}: build failed: {e}") from None
         mnt = work / f"mnt-{self.name}"
         mnt.mkdir(parents=True, exist_ok=True)
         pidfile = work / f"{self.name}.pid"
