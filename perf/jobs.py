@@ -1,4 +1,5 @@
-"""The workloads: fio jobs (psync, time-based) and a metadata job, each returning metrics.
+"""The workloads: fio jobs (psync, time-based), a metadata job and two database jobs
+(pgbench, SQLite: `perf/db.py`), each returning metrics.
 
 A metric is (value, unit, better) with better "higher" or "lower"; ratios are always
 computed so that > 1 means faster than the reference.
@@ -21,21 +22,34 @@ MiB = 1 << 20
 class Job:
     name: str
     title: str
-    fio: dict = field(default_factory=dict)   # fio options (None for the metadata job)
+    fio: dict = field(default_factory=dict)   # fio options (kind "fio" only)
     pinned: bool = False                      # fio and the daemon on one CPU
     file: str = ""                            # under data/
     size: int = 0
-    metadata: bool = False
+    kind: str = "fio"                         # fio | metadata | pgbench | sqlite
+
+    @property
+    def metadata(self) -> bool:
+        return self.kind == "metadata"
+
+    @property
+    def db(self) -> bool:
+        return self.kind in ("pgbench", "sqlite")
 
     @property
     def headline(self) -> str:
         """The metric the summary table and chart use."""
-        if self.metadata:
-            return "create_ops"
+        if self.kind != "fio":
+            return {"metadata": "create_ops", "pgbench": "tps", "sqlite": "inserts_s"}[self.kind]
         return "bw_mibs" if self.fio.get("bs") == "1m" else "iops"
 
+    def applies(self, variant_kind: str) -> bool:
+        """The ceiling file systems are flat and hold no directories: no database on them."""
+        return not (self.db and variant_kind in ("ceiling", "ceiling-io"))
 
-def standard_jobs(quick: bool, seq_size: int, rand_size: int) -> list[Job]:
+
+def standard_jobs(quick: bool, seq_size: int, rand_size: int, pg_title: str = "pgbench TPC-B",
+                  sqlite_title: str = "SQLite WAL, FULL sync, 4 KiB row per txn") -> list[Job]:
     # Reads need a file larger than one pass of the fastest variant (fio's random map reads
     # each block once per pass), or the FUSE page cache starts answering instead of the daemon.
     write_size = min(rand_size, 1 << 30)
@@ -51,10 +65,12 @@ def standard_jobs(quick: bool, seq_size: int, rand_size: int) -> list[Job]:
         Job("randwrite-4k-pin", "rand write 4 KiB, pinned", rw, pinned=True, file="randw.bin", size=write_size),
         Job("randwrite-4k-fsync", "rand write 4 KiB fsync=1", {**rw, "fsync": 1}, file="wal.bin", size=64 * MiB),
         Job("randread-4k-direct", "rand read 4 KiB direct=1", {**rr, "direct": 1}, file="rand.bin", size=rand_size),
-        Job("metadata", "create/stat/unlink 3000, readdir", metadata=True),
+        Job("metadata", "create/stat/unlink 3000, readdir", kind="metadata"),
+        Job("pgbench", pg_title, kind="pgbench"),
+        Job("sqlite", sqlite_title, kind="sqlite"),
     ]
     if quick:
-        keep = {"seqread-1m", "randread-4k-pin", "randwrite-4k-fsync", "metadata"}
+        keep = {"seqread-1m", "randread-4k-pin", "randwrite-4k-fsync", "metadata", "pgbench", "sqlite"}
         jobs = [j for j in jobs if j.name in keep]
     return jobs
 
@@ -134,7 +150,7 @@ def layout(data: Path, jobs: list[Job]) -> None:
     data.mkdir(parents=True, exist_ok=True)
     chunk = os.urandom(MiB)
     for j in jobs:
-        if j.metadata or not j.file:
+        if j.kind != "fio" or not j.file:
             continue
         p = data / j.file
         if p.exists() and p.stat().st_size == j.size:
@@ -194,6 +210,10 @@ METRICS = {
     "stat_ops": ("ops/s", "higher"),
     "unlink_ops": ("ops/s", "higher"),
     "readdir_ms": ("ms", "lower"),
+    "tps": ("TPS", "higher"),
+    "pg_lat_ms": ("latency ms", "lower"),
+    "init_s": ("pgbench -i s", "lower"),
+    "inserts_s": ("inserts/s", "higher"),
     "cpu_pct": ("% CPU", "lower"),
     "peak_rss_mb": ("MB", "lower"),
 }

@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 from perf.jobs import METRICS, Job
 
-REFS = ("native", "chaosfs")
+# ratio columns, in this order, for those present in the run
+REFS = ("native", "passthrough_ll-s", "gofuse", "chaosfs")
+REF_NAMES = {"native": "native", "passthrough_ll-s": "passthrough_ll -s", "gofuse": "go-fuse",
+             "chaosfs": "chaosfs(no rules)"}
 
 
 def brief(job: Job, r: dict) -> str:
@@ -17,6 +20,12 @@ def brief(job: Job, r: dict) -> str:
     if job.metadata:
         return (f"create {r['create_ops']:.0f}/s  stat {r['stat_ops']:.0f}/s  "
                 f"unlink {r['unlink_ops']:.0f}/s  readdir {r['readdir_ms']:.1f} ms")
+    if job.kind == "pgbench":
+        return (f"{r['tps']:.0f} TPS  latency {r.get('pg_lat_ms', 0):.2f} ms"
+                + (f"  (pgbench -i {r['init_s']:.1f} s)" if "init_s" in r else ""))
+    if job.kind == "sqlite":
+        return (f"{r['inserts_s']:.0f} inserts/s  mean {r['lat_mean_us']:.0f} µs  "
+                f"p99 {r['lat_p99_us']:.0f} µs")
     return (f"{r['iops']:.0f} IOPS  {r['bw_mibs']:.0f} MiB/s  mean {r['lat_mean_us']:.1f} µs  "
             f"p99 {r['lat_p99_us']:.0f} µs")
 
@@ -62,7 +71,14 @@ def _job_metrics(results: dict, job: str) -> list[str]:
     if job == "metadata":
         return ["create_ops", "stat_ops", "unlink_ops", "readdir_ms"]
     head = results["jobs"][job]["headline"]
+    if head == "tps":
+        return ["tps", "pg_lat_ms", "init_s"]
     return [head, "lat_mean_us", "lat_p99_us"]
+
+
+def _headline_metrics(results: dict, job: str) -> list[str]:
+    """What the ratio table and the chart show: one metric per job, four for metadata."""
+    return _job_metrics(results, job)[: 4 if job == "metadata" else 1]
 
 
 def table(results: dict) -> str:
@@ -89,14 +105,15 @@ def table(results: dict) -> str:
                            f"{_fmt(c['median'])} ({_fmt(c['min'])}–{_fmt(c['max'])})"
                            if c["n"] > 1 else _fmt(c["median"]))
             lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Ratios of the headline metric: ×native / ×chaosfs(no rules)", ""]
+    refs = [r for r in REFS if r in variants]
+    lines += ["", "Ratios of the headline metric: " + " / ".join(f"×{REF_NAMES[r]}" for r in refs), ""]
     lines += ["| job | " + " | ".join(labels[v] for v in variants) + " |",
               "|" + "---|" * (len(variants) + 1)]
     for job in results["jobs"]:
-        for metric in _job_metrics(results, job)[: 4 if job == "metadata" else 1]:
+        for metric in _headline_metrics(results, job):
             row = [results["jobs"][job]["title"] + (f" ({metric.split('_')[0]})" if job == "metadata" else "")]
             for v in variants:
-                rs = [ratio(summary, job, metric, v, ref) for ref in REFS]
+                rs = [ratio(summary, job, metric, v, ref) for ref in refs]
                 row.append(" / ".join("–" if r is None else f"{r:.2f}" for r in rs))
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Daemons", "", "| variant | start→ready ms | idle RSS MB | peak RSS MB (any job) "
@@ -110,6 +127,7 @@ def table(results: dict) -> str:
         lines.append(f"| {labels[v]} | {_fmt(info.get('startup_ms'))} | {_fmt(info.get('idle_rss_mb'))} "
                      f"| {_fmt(max(peaks) if peaks else None)} "
                      f"| {_fmt(statistics.median(cpus) if cpus else None)} |")
+    lines += _references(results)
     fl = results.get("fault_latency")
     if fl:
         lines += ["", "Fault latency (chaosfs, 0.9 SetFault over gRPC on loopback, "
@@ -120,31 +138,32 @@ def table(results: dict) -> str:
             lines += ["| | p50 µs | p99 µs |", "|---|---|---|",
                       f"| SetFault round trip | {_fmt(fl['setfault_rpc_p50_us'])} | {_fmt(fl['setfault_rpc_p99_us'])} |",
                       f"| until the next read fails | {_fmt(fl['fault_visible_p50_us'])} | {_fmt(fl['fault_visible_p99_us'])} |"]
-    proto = results.get("proto")
-    if proto:
-        lines += ["", "Prototypes (/dev/fuse servers, tmpfs backing)", ""]
-        lines += proto_table(proto)
     return "\n".join(lines) + "\n"
 
 
-def proto_table(proto: dict) -> list[str]:
-    if "error" in proto:
-        return [f"error: {proto['error']}"]
-    summary = summarize({"samples": proto["samples"]})
-    variants = list(proto["variants"])
-    lines = ["| job | " + " | ".join(proto["variants"][v] for v in variants) + " |",
-             "|" + "---|" * (len(variants) + 1)]
-    for job, title in proto["jobs"].items():
-        metric = "bw_mibs" if "1m" in job else "iops"
-        row = [f"{title} ({METRICS[metric][0]})"]
-        for v in variants:
-            c = summary.get(job, {}).get(metric, {}).get(v)
-            r = ratio(summary, job, metric, v, "native")
-            row.append("–" if c is None else f"{_fmt(c['median'])} ({_fmt(c['min'])}–{_fmt(c['max'])})"
-                       + (f" {r:.2f}×" if r is not None and v != "native" else ""))
-        lines.append("| " + " | ".join(row) + " |")
-    for note in proto.get("notes", []):
-        lines += ["", note]
+def _references(results: dict) -> list[str]:
+    """How each reference was started, and every variant that could not be, with why."""
+    lines: list[str] = []
+    refs = {n: i for n, i in results["variants"].items() if i.get("kind") == "ref" and "error" not in i}
+    if refs:
+        lines += ["", "References (built at run time from Debian's packages), started as below "
+                      "({original}: the backing dir). chaosfs for comparison: 1 s entry/attr "
+                      "timeouts, keep_cache, allow_other, default_permissions", ""]
+        for n, i in refs.items():
+            cmd = i.get("command") or ""
+            parts = cmd.split(" ", 1)
+            shown = Path(parts[0]).name + (" " + parts[1] if len(parts) > 1 else "")
+            lines.append(f"- {i['label']}: `{shown}`")
+    bad = {n: i for n, i in results["variants"].items() if "error" in i}
+    if bad:
+        lines += ["", "**FAILED variants** (not measured)", ""]
+        lines += [f"- {n} ({i['label']}): {i['error'].removeprefix(n + ': ')}" for n, i in bad.items()]
+    errs = sorted({(j, v, "; ".join(s["error"]) if isinstance(s["error"], list) else str(s["error"]))
+                   for j, by_v in results.get("samples", {}).items()
+                   for v, ss in by_v.items() for s in ss if "error" in s})
+    if errs:
+        lines += ["", "**Failed samples**", ""]
+        lines += [f"- {j} on {v}: {e}" for j, v, e in errs]
     return lines
 
 
@@ -159,7 +178,7 @@ def chart(results: dict, path: Path) -> bool:
     variants = [v for v in results["variants"] if "error" not in results["variants"][v] and v != "native"]
     rows = []
     for job in results["jobs"]:
-        for metric in _job_metrics(results, job)[: 4 if job == "metadata" else 1]:
+        for metric in _headline_metrics(results, job):
             rows.append((job, metric))
     if not rows or not variants:
         return False

@@ -46,10 +46,12 @@ def set_affinity(pid: int, cpus: str) -> None:
 class Variant:
     name: str
     label: str
-    kind: str                      # native | ceiling | ceiling-io | chaosfs | compare | proto
+    kind: str                      # native | ceiling | ceiling-io | chaosfs | ref | compare
     args: list[str] = field(default_factory=list)
     rules: Optional[Callable[[str], None]] = None   # called with the gRPC address
-    command: Optional[str] = None  # --compare / proto command template
+    command: Optional[str] = None  # --compare command template
+    # ref: builds the reference into the given dir, returns its command template
+    build: Optional[Callable[[Path], str]] = None
     # set by start()
     root: Optional[Path] = None    # where jobs run (mountpoint or the native dir)
     proc: Optional[subprocess.Popen] = None
@@ -65,6 +67,12 @@ class Variant:
         if self.kind == "native":
             self.root = backing
             return
+        if self.kind == "ref":
+            assert self.build is not None
+            try:
+                self.command = self.build(work / "refs")
+            except VariantError as e:
+                raise VariantError(f"{self.name}: build failed: {e}") from None
         mnt = work / f"mnt-{self.name}"
         mnt.mkdir(parents=True, exist_ok=True)
         pidfile = work / f"{self.name}.pid"
@@ -95,7 +103,7 @@ class Variant:
                 ready = ready and pidfile.exists()
             if ready:
                 break
-            if self.proc.poll() is not None and self.kind != "compare":
+            if self.proc.poll() is not None and self.kind != "compare":  # may daemonize
                 raise VariantError(f"{self.name}: exited with {self.proc.returncode}: "
                                    f"{self._log_tail()}")
             if time.monotonic() > deadline:
@@ -164,15 +172,41 @@ def rule_other_path(pct: float) -> Callable[[str], None]:
     return add
 
 
+def _ref_passthrough_ll(single: bool) -> Callable[[Path], str]:
+    def build(out: Path) -> str:
+        from perf import refs
+        return refs.passthrough_ll(out, single)
+    return build
+
+
+def _ref_gofuse(out: Path) -> str:
+    from perf import refs
+    return refs.gofuse_loopback(out)
+
+
+# the references every chaosfs variant is compared with in the report (besides native)
+REFERENCES = ("passthrough_ll-s", "gofuse")
+QUICK = ("native", "ceiling", "chaosfs", "devfuse", "passthrough_ll-s", "gofuse")
+
+
 def standard(quick: bool) -> list[Variant]:
+    cy = "-transport=cython"
     vs = [
         Variant("native", "native dir", "native"),
         Variant("ceiling", "pyfuse3 ceiling", "ceiling"),
         Variant("ceiling-io", "pyfuse3 ceiling, real I/O", "ceiling-io"),
+        Variant("passthrough_ll-s", "libfuse passthrough_ll -s", "ref", build=_ref_passthrough_ll(True)),
+        Variant("passthrough_ll-mt", "libfuse passthrough_ll, multi-threaded", "ref",
+                build=_ref_passthrough_ll(False)),
+        Variant("gofuse", "go-fuse loopback", "ref", build=_ref_gofuse),
         Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
-        Variant("devfuse", "chaosfs -transport=cython", "chaosfs", ["-transport=cython"]),
+        Variant("devfuse", "chaosfs -transport=cython", "chaosfs", [cy]),
+        Variant("devfuse-passthrough", "chaosfs -transport=cython -passthrough=unmatched", "chaosfs",
+                [cy, "-passthrough=unmatched"]),
         Variant("devfuse-rules1000", "chaosfs -transport=cython, 1000 non-matching rules", "chaosfs",
-                ["-transport=cython"], rules=rules_nonmatching(1000)),
+                [cy], rules=rules_nonmatching(1000)),
+        Variant("devfuse-eio30", "chaosfs -transport=cython, 30% EIO on other path", "chaosfs",
+                [cy], rules=rule_other_path(30.0)),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
         Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
         Variant("passthrough", "chaosfs -passthrough=unmatched", "chaosfs", ["-passthrough=unmatched"]),
@@ -182,7 +216,7 @@ def standard(quick: bool) -> list[Variant]:
         Variant("eio30", "chaosfs, 30% EIO on other path", "chaosfs", rules=rule_other_path(30.0)),
     ]
     if quick:
-        vs = [v for v in vs if v.name in ("native", "ceiling", "chaosfs", "devfuse")]
+        vs = [v for v in vs if v.name in QUICK]
     return vs
 
 

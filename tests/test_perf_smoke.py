@@ -3,24 +3,51 @@ assertions: the numbers are reported, never judged, on a shared machine)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_VARIANTS = ("native", "ceiling", "chaosfs", "devfuse", "passthrough_ll-s", "gofuse")
 
 
-def test_quick_run_writes_results_and_table(tmp_path):
+@pytest.fixture
+def workdir():
+    # PostgreSQL runs as the postgres user, which must reach the mounts: pytest's own
+    # tmp_path sits under a 0700 directory, so the work dir goes under /var/tmp.
+    d = Path(tempfile.mkdtemp(prefix="chaosfs-perf-test-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_quick_run_writes_results_and_table(tmp_path, workdir):
     out = tmp_path / "results"
     p = subprocess.run([str(ROOT / "perf" / "run"), "--quick", "--runtime", "1",
-                        "--out", str(out), "--workdir", str(tmp_path / "work")],
-                       capture_output=True, text=True, timeout=240)
+                        "--out", str(out), "--workdir", str(workdir)],
+                       capture_output=True, text=True, timeout=420)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
-    assert {"native", "ceiling", "chaosfs"} <= set(res["variants"])
-    for job in ("seqread-1m", "randread-4k-pin", "randwrite-4k-fsync", "metadata"):
-        for variant in ("native", "ceiling", "chaosfs"):
+    assert set(QUICK_VARIANTS) <= set(res["variants"])
+    # the references were built here, not found somewhere
+    for ref in ("passthrough_ll-s", "gofuse"):
+        assert "error" not in res["variants"][ref], res["variants"][ref]
+        assert res["variants"][ref]["kind"] == "ref"
+    for job in ("seqread-1m", "randread-4k-pin", "randwrite-4k-fsync", "metadata", "sqlite"):
+        for variant in ("native", "chaosfs", "devfuse", "passthrough_ll-s"):
             samples = res["samples"][job][variant]
             assert samples and "error" not in samples[0], (job, variant, samples)
+    for variant in ("native", "chaosfs", "devfuse", "passthrough_ll-s"):
+        s = res["samples"]["pgbench"][variant]
+        assert s and "error" not in s[0] and s[0]["tps"] > 0, (variant, s)
+    # no database on the flat ceiling file system
+    assert "ceiling" not in res["samples"]["pgbench"]
     assert res["summary"]["randread-4k-pin"]["iops"]["chaosfs"]["median"] > 0
     assert res["variants"]["chaosfs"]["startup_ms"] > 0
     assert res["variants"]["chaosfs"]["idle_rss_mb"] > 0
@@ -28,9 +55,14 @@ def test_quick_run_writes_results_and_table(tmp_path):
     assert "error" not in fl and fl["fault_visible_p50_us"] >= fl["setfault_rpc_p50_us"] > 0
     table = (out / "table.md").read_text()
     assert "| rand read 4 KiB, pinned |" in table and "pyfuse3 ceiling" in table
+    assert "×native / ×passthrough_ll -s / ×go-fuse / ×chaosfs(no rules)" in table
+    assert "| pgbench TPC-B -s 1 -c 4 -j 2 -T 3 | TPS |" in table
+    assert "passthrough_ll -f -s -o source={original}" in table
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # nothing left mounted or lying around
-    assert not list((tmp_path / "work").iterdir())
+    # nothing left mounted, running or lying around
+    assert not list(workdir.iterdir())
+    assert str(workdir) not in Path("/proc/self/mountinfo").read_text()
+    assert subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True).returncode == 1
 
 
 def test_bad_arguments_get_one_line(tmp_path):
@@ -38,5 +70,13 @@ def test_bad_arguments_get_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, ceiling-io, " \
-                               "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-rules1000, " \
-                               "eio30, fsync-inline, native, passthrough, rules1000)"
+                               "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-eio30, " \
+                               "devfuse-passthrough, devfuse-rules1000, eio30, fsync-inline, " \
+                               "gofuse, native, passthrough, passthrough_ll-mt, passthrough_ll-s, " \
+                               "rules1000)"
+    p = subprocess.run([str(ROOT / "perf" / "run"), "--no-such-flag"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = subprocess.run([str(ROOT / "perf" / "run"), "--jobs", "pgbench,nosuch"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("perf/run: unknown job nosuch (known: "), p.stderr
