@@ -171,6 +171,10 @@ def standard(quick: bool) -> list[Variant]:
         Variant("ceiling-io", "pyfuse3 ceiling, real I/O", "ceiling-io"),
         Variant("chaosfs", "chaosfs (no rules)", "chaosfs"),
         Variant("devfuse", "chaosfs -transport=cython", "chaosfs", ["-transport=cython"]),
+        # needs the fuse module's enable_uring on (root: echo Y > /sys/module/fuse/parameters/enable_uring);
+        # "on", not "auto": without it the variant fails to start rather than measure /dev/fuse again
+        Variant("devfuse-uring", "chaosfs -transport=cython -fuse-uring=on", "chaosfs",
+                ["-transport=cython", "-fuse-uring=on"]),
         Variant("devfuse-rules1000", "chaosfs -transport=cython, 1000 non-matching rules", "chaosfs",
                 ["-transport=cython"], rules=rules_nonmatching(1000)),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),

@@ -38,5 +38,5 @@ def test_bad_arguments_get_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, ceiling-io, " \
-                               "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-rules1000, " \
+                               "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-rules1000, devfuse-uring, " \
                                "eio30, fsync-inline, native, passthrough, rules1000)"
