@@ -45,7 +45,9 @@ extensions = [
     # -transport=cython: chaosfs's own /dev/fuse session (worker threads in devfuse_core.h)
     Extension("chaosfs.transport._devfuse", ["chaosfs/transport/_devfuse.pyx"],
               include_dirs=["chaosfs/transport"],
-              depends=["chaosfs/transport/devfuse_core.h", "chaosfs/transport/fuse740.h",
+              depends=["chaosfs/transport/devfuse_core.h", "chaosfs/transport/devfuse_uring.h",
+                       "chaosfs/transport/devfuse_gate.h", "chaosfs/transport/devfuse_locks.h",
+                       "chaosfs/transport/fuse740.h",
                        "chaosfs/transport/setid.h", "chaosfs/faults/_gate.pxd"],
               extra_compile_args=["-O2", "-D_GNU_SOURCE"], libraries=["pthread"]),
 ]

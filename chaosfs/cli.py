@@ -8,7 +8,8 @@ from typing import Optional
 
 from chaosfs import __version__
 from chaosfs.config import (ConfigError, parse_fsync, parse_hot, parse_level, parse_passthrough,
-                            parse_seconds, parse_threads, parse_transport, parse_workers,
+                            parse_seconds, parse_threads, parse_transport, parse_uring,
+                            parse_workers,
                             validate)
 from chaosfs.flags import Flag, FlagError, FlagSet, HelpRequested
 
@@ -34,6 +35,7 @@ def flagset() -> FlagSet:
         Flag("killpriv-v2", "negotiate FUSE_HANDLE_KILLPRIV_V2 (the kernel says which writes must clear set-id bits)", True, is_bool=True, env="CHAOSFS_KILLPRIV_V2"),
         Flag("transport", "pyfuse3: libfuse through pyfuse3; cython: chaosfs's own /dev/fuse session (hot requests answered by C threads while no rule exists)", "pyfuse3", parse_transport, env="CHAOSFS_TRANSPORT"),
         Flag("fuse-threads", "-transport=cython: threads reading /dev/fuse (each answers reads, writes, flushes and fsyncs itself)", 2, parse_threads, env="CHAOSFS_FUSE_THREADS"),
+        Flag("fuse-uring", "-transport=cython: FUSE over io_uring (Linux >= 6.14, the fuse module's enable_uring on): auto uses it when the kernel offers it, else /dev/fuse reads; on fails at start without it; off", "off", parse_uring, env="CHAOSFS_FUSE_URING"),
         Flag("workers", "maximum concurrent FUSE requests (on -transport=cython a request sleeping in a fault delay does not count)", 128, parse_workers, env="CHAOSFS_WORKERS"),
         Flag("tls-cert", "serve gRPC over TLS with this certificate (PEM)"),
         Flag("tls-key", "private key for -tls-cert (PEM)"),

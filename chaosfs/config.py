@@ -33,6 +33,7 @@ class Config:
     workers: int = 128
     transport: str = "pyfuse3"
     fuse_threads: int = 2
+    fuse_uring: str = "off"
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_client_ca: Optional[str] = None
@@ -113,6 +114,12 @@ def parse_transport(text: str) -> str:
     return text
 
 
+def parse_uring(text: str) -> str:
+    if text not in ("auto", "on", "off"):
+        raise ValueError("expected auto, on or off")
+    return text
+
+
 def parse_threads(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 64:
         raise ValueError("expected a whole number from 1 to 64")
@@ -139,6 +146,8 @@ def validate(values: dict) -> Config:
         raise ConfigError("-tls-cert and -tls-key go together")
     if values["passthrough"] != "off" and not values["fuse_hooks"] and values["transport"] == "pyfuse3":
         raise ConfigError("-passthrough needs -fuse-hooks (the default)")
+    if values["fuse_uring"] == "on" and values["transport"] != "cython":
+        raise ConfigError("-fuse-uring=on needs -transport=cython")
     if values["tls_client_ca"] and not values["tls_cert"]:
         raise ConfigError("-tls-client-ca needs -tls-cert and -tls-key")
     for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
@@ -152,6 +161,6 @@ def validate(values: dict) -> Config:
         entry_timeout=values["entry_timeout"], keep_cache=values["keep_cache"],
         fsync=values["fsync"], passthrough=values["passthrough"], fuse_hooks=values["fuse_hooks"],
         killpriv_v2=values["killpriv_v2"], workers=values["workers"], transport=values["transport"],
-        fuse_threads=values["fuse_threads"], tls_cert=values["tls_cert"],
+        fuse_threads=values["fuse_threads"], fuse_uring=values["fuse_uring"], tls_cert=values["tls_cert"],
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
     )

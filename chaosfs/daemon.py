@@ -199,10 +199,12 @@ def run(cfg: Config) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     plane.start()
+    # -fuse-uring is the cython transport's (pyfuse3's libfuse 3.14 has no io_uring)
+    extra = {"uring": cfg.fuse_uring} if cfg.transport == "cython" else {}
     try:
         transport.mount(ops, cfg.mountpoint, MOUNT_OPTIONS, killpriv_v2=cfg.killpriv_v2,
                         passthrough_depth=passthrough_depth(cfg.original) if cfg.passthrough != "off" else 0,
-                        workers=cfg.fuse_threads)
+                        workers=cfg.fuse_threads, **extra)
     except OSError as e:
         plane.stop(0)
         print(f"chaosfs: mounting {cfg.mountpoint} failed: {e}", file=sys.stderr)

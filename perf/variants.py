@@ -203,6 +203,10 @@ def standard(quick: bool) -> list[Variant]:
         Variant("devfuse", "chaosfs -transport=cython", "chaosfs", [cy]),
         Variant("devfuse-passthrough", "chaosfs -transport=cython -passthrough=unmatched", "chaosfs",
                 [cy, "-passthrough=unmatched"]),
+        # needs the fuse module's enable_uring on (root: echo Y > /sys/module/fuse/parameters/enable_uring);
+        # "on", not "auto": without it the variant fails to start rather than measure /dev/fuse again
+        Variant("devfuse-uring", "chaosfs -transport=cython -fuse-uring=on", "chaosfs",
+                [cy, "-fuse-uring=on"]),
         Variant("devfuse-rules1000", "chaosfs -transport=cython, 1000 non-matching rules", "chaosfs",
                 [cy], rules=rules_nonmatching(1000)),
         Variant("devfuse-eio30", "chaosfs -transport=cython, 30% EIO on other path", "chaosfs",

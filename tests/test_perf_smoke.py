@@ -71,7 +71,7 @@ def test_bad_arguments_get_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, ceiling-io, " \
                                "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-eio30, " \
-                               "devfuse-passthrough, devfuse-rules1000, eio30, fsync-inline, " \
+                               "devfuse-passthrough, devfuse-rules1000, devfuse-uring, eio30, fsync-inline, " \
                                "gofuse, native, passthrough, passthrough_ll-mt, passthrough_ll-s, " \
                                "rules1000)"
     p = subprocess.run([str(ROOT / "perf" / "run"), "--no-such-flag"],

@@ -219,6 +219,7 @@ cdef extern from "devfuse_core.h" nogil:
         df_msg *next
         int fd
         uint32_t len
+        int replied
         char data[1]
     struct df_server:
         int dev
@@ -237,6 +238,7 @@ cdef extern from "devfuse_core.h" nogil:
         size_t nissued
         int efd
         int ended
+        int nq
     int df_start(df_server *s, int nworkers)
     df_msg *df_take(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
@@ -244,3 +246,14 @@ cdef extern from "devfuse_core.h" nogil:
     int df_init_server(df_server *s)
     void df_join(df_server *s, double seconds)
     int chaosfs_clear_setid(int fd)
+
+
+cdef extern from "devfuse_uring.h" nogil:
+    enum:
+        DF_FUSE_OVER_IO_URING_FLAGS2, DF_URING_MINOR, DF_UQ_INITIAL, DF_UQ_MAX
+    int df_uring_probe()
+    int df_uring_start(df_server *s, int nq)
+    int df_uring_refuse(df_server *s)
+    void df_uring_stop(df_server *s, double seconds)
+    int df_msg_reply(df_msg *m, int err, const void *p, size_t n)
+    void df_msg_free(df_msg *m)

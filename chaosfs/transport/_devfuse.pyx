@@ -147,14 +147,16 @@ cdef class _Request:
     cdef fuse_in_header *h
     cdef char *arg
     cdef size_t alen
+    cdef object owner   # the transport: a ring request's reply reaches into its server
 
     def __dealloc__(self):
-        free(self.m)
+        df_msg_free(self.m)  # a ring entry dropped unanswered still goes back (EIO)
 
 
-cdef _Request _wrap(df_msg *m):
+cdef _Request _wrap(df_msg *m, owner):
     cdef _Request r = _Request.__new__(_Request)
     r.m = m
+    r.owner = owner
     r.h = <fuse_in_header *>m.data
     r.arg = m.data + IN_HDR
     r.alen = m.len - IN_HDR
@@ -175,6 +177,16 @@ cdef uint32_t _open_flags(fi):
     if fi.nonseekable:
         f |= FOPEN_NONSEEKABLE
     return f
+
+
+def _possible_cpus() -> int:
+    """The kernel makes one ring queue per possible CPU (not online: a hotplugged CPU's
+    callers need theirs), and the ring is not used until every one has an entry."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            return max(int(part.rpartition("-")[2]) for part in f.read().strip().split(",")) + 1
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
 
 
 def _conn_id(bytes mountpoint) -> int:
@@ -219,6 +231,10 @@ cdef class DevFuseTransport:
     cdef public int kernel_minor
     cdef public int workers
     cdef int conn_id
+    cdef str want_uring          # -fuse-uring: off, auto, on
+    cdef bint uring_negotiated   # INIT asked for FUSE_OVER_IO_URING
+    cdef public bint uring_live  # ring entries registered: requests come through the ring
+    cdef str uring_why           # why not, for the log and describe()
 
     def __cinit__(self):
         memset(&self.s, 0, sizeof(df_server))
@@ -231,9 +247,15 @@ cdef class DevFuseTransport:
     # -- lifecycle (the daemon's calls) --
 
     def mount(self, ops, str mountpoint, options, *, bint killpriv_v2=True,
-              int passthrough_depth=0, int workers=2):
-        """Mount over `mountpoint` and answer the kernel's INIT; requests wait until main()."""
+              int passthrough_depth=0, int workers=2, str uring="off"):
+        """Mount over `mountpoint` and answer the kernel's INIT; requests wait until main().
+        `uring` (-fuse-uring): off, auto (FUSE over io_uring when the kernel offers it, else
+        /dev/fuse reads), on (OSError at once if it cannot be had)."""
         import resource
+        if uring not in ("off", "auto", "on"):
+            raise ValueError(f"uring={uring!r}: expected off, auto or on")
+        self.want_uring = uring
+        self.uring_why = ""
         self.ops = ops
         self.gate = ops.gate
         self.want_killpriv = killpriv_v2
@@ -280,6 +302,40 @@ cdef class DevFuseTransport:
         self.s.hist = &self.gate.hist[0][0]
         if df_init_server(&self.s) < 0:
             raise OSError(errno, "eventfd")
+        if self.uring_negotiated:
+            self._start_uring()
+        elif uring != "off":
+            log.warning("FUSE over io_uring not used (-fuse-uring=%s): %s; serving with /dev/fuse reads",
+                        uring, self.uring_why)
+        if uring == "on" and not self.uring_live:
+            self._abandon()
+            raise OSError(E.EOPNOTSUPP, f"-fuse-uring=on: FUSE over io_uring unavailable: {self.uring_why}")
+
+    cdef _start_uring(self):
+        """Register the ring entries (one queue per possible CPU); on failure make the kernel
+        fall back to /dev/fuse reads, which it would otherwise hold every request for."""
+        cdef int nq = _possible_cpus()
+        cdef int err
+        with nogil:
+            err = df_uring_start(&self.s, nq)
+        if err == 0:
+            self.uring_live = True
+            log.info("FUSE over io_uring: %d queue(s), %d-%d entries each, 1 MiB payloads",
+                     nq, DF_UQ_INITIAL, DF_UQ_MAX)
+            return
+        self.uring_why = f"registering the ring entries failed: {os.strerror(err)} (errno {err})"
+        with nogil:
+            df_uring_refuse(&self.s)
+        log.warning("FUSE over io_uring: %s; falling back to /dev/fuse reads", self.uring_why)
+
+    cdef _abandon(self):
+        """Undo a mount that must not serve (-fuse-uring=on without io_uring)."""
+        if self.mounted:
+            umount2(self.mountpoint, MNT_DETACH)
+            self.mounted = False
+        if self.s.dev >= 0:
+            close(self.s.dev)
+            self.s.dev = -1
 
     cdef _init(self):
         """Read INIT, answer it: what we want of what the kernel offers."""
@@ -311,9 +367,25 @@ cdef class DevFuseTransport:
         o.flags = want & offered
         if self.want_depth and (offered2 & FUSE740_PASSTHROUGH_FLAGS2):
             o.flags |= FUSE_INIT_EXT
-            o.flags2 = FUSE740_PASSTHROUGH_FLAGS2
+            o.flags2 |= FUSE740_PASSTHROUGH_FLAGS2
             o.max_stack_depth = self.want_depth
             self.passthrough_ok = True
+        cdef int probe
+        if self.want_uring != "off":
+            # The kernel offers it only with CONFIG_FUSE_IO_URING and the fuse module's
+            # enable_uring on; the probe checks io_uring itself is allowed to us, because
+            # once INIT asks for it every request waits for our ring entries.
+            probe = df_uring_probe()
+            if not (offered2 & DF_FUSE_OVER_IO_URING_FLAGS2):
+                self.uring_why = (f"the kernel (protocol 7.{i.minor}) did not offer it: needs Linux >= 6.14 "
+                                  "with CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring = Y")
+            elif probe < 0:
+                self.uring_why = f"io_uring_setup failed: {os.strerror(-probe)} (errno {-probe})"
+            else:
+                o.flags |= FUSE_INIT_EXT
+                o.flags2 |= DF_FUSE_OVER_IO_URING_FLAGS2
+                o.minor = min(i.minor, <uint32_t>DF_URING_MINOR)
+                self.uring_negotiated = True
         o.max_background = 64
         o.congestion_threshold = 48
         o.max_write = MAX_WRITE
@@ -326,8 +398,10 @@ cdef class DevFuseTransport:
     async def main(self, int max_tasks=128):
         """Serve until the session ends (unmount) or the caller is cancelled."""
         cdef int rc
+        # With the ring live, /dev/fuse only carries FORGET and INTERRUPT: one reader is plenty.
+        cdef int nworkers = 1 if self.uring_live else self.workers
         with nogil:
-            rc = df_start(&self.s, self.workers)
+            rc = df_start(&self.s, nworkers)
         if rc < 0:
             raise OSError(errno, f"starting FUSE workers: {os.strerror(errno)}")
         limit = trio.Semaphore(max_tasks)
@@ -348,7 +422,7 @@ cdef class DevFuseTransport:
                         self.s.ended += 1
                         m = nxt
                         continue
-                    r = _wrap(m)
+                    r = _wrap(m, self)
                     m = nxt
                     if r.h.opcode == FUSE_FORGET or r.h.opcode == FUSE_BATCH_FORGET:
                         await self._forget(r)  # no reply; never blocks
@@ -377,6 +451,7 @@ cdef class DevFuseTransport:
             pass
         with nogil:
             df_join(&self.s, 2.0)
+            df_uring_stop(&self.s, 1.0)
         if self.s.dev >= 0:
             close(self.s.dev)
             self.s.dev = -1
@@ -388,8 +463,16 @@ cdef class DevFuseTransport:
             pt = "; kernel passthrough for unmatched files"
         elif self.want_depth:
             pt = "; kernel passthrough NOT available (needs Linux >= 6.9 and CAP_SYS_ADMIN)"
-        return (f"chaosfs /dev/fuse transport, protocol 7.{min(self.kernel_minor, PROTO_MINOR)}, "
-                f"{self.workers} worker thread(s), 1 MiB requests; {kp}{pt}")
+        if self.uring_live:
+            io = (f"FUSE over io_uring ({self.s.nq} queue thread(s), one per CPU, up to {DF_UQ_MAX} "
+                  f"entries each; 1 /dev/fuse thread for FORGET/INTERRUPT)")
+            minor = min(self.kernel_minor, DF_URING_MINOR)
+        else:
+            io = f"{self.workers} /dev/fuse worker thread(s)"
+            if self.want_uring != "off":
+                io += f" (io_uring not used: {self.uring_why})"
+            minor = min(self.kernel_minor, PROTO_MINOR)
+        return f"chaosfs /dev/fuse transport, protocol 7.{minor}, {io}, 1 MiB requests; {kp}{pt}"
 
     # -- the Transport interface (what FsOperations calls) --
 
@@ -551,11 +634,12 @@ cdef class DevFuseTransport:
 
     # -- serving one request on the trio thread --
 
+    # Both paths: a write on the request's /dev/fuse fd, or its ring entry committed.
     cdef int _reply(self, _Request r, int err, const void *p, size_t n):
-        return df_reply(r.m.fd, r.h.unique, err, p, n)
+        return df_msg_reply(r.m, err, p, n)
 
     cdef int _reply_bytes(self, _Request r, bytes data):
-        return df_reply(r.m.fd, r.h.unique, 0, PyBytes_AS_STRING(data), len(data))
+        return df_msg_reply(r.m, 0, PyBytes_AS_STRING(data), len(data))
 
     async def _forget(self, _Request r):
         cdef fuse_batch_forget_in *b

@@ -46,11 +46,19 @@
 #define DF_M_SETLK 16
 #define DF_M_SETLKW 17
 
+struct df_ring_ent;    /* devfuse_uring.h */
+struct df_uq;
+
 struct df_msg {
     struct df_msg *next;
     int fd;          /* the fd the request came from: its reply goes there */
     uint32_t len;
-    char data[];     /* the request, header first; 8-byte aligned (malloc) */
+    /* A request that came in a ring entry (-fuse-uring) is answered by committing that entry,
+     * not by a write on fd; the entry holds the kernel's request until then, so it must be
+     * answered exactly once (df_msg_reply, devfuse_uring.h). NULL: it came from /dev/fuse. */
+    struct df_ring_ent *ent;
+    int replied;
+    char data[];     /* the request, header first (as read(2) gives it); 8-byte aligned */
 };
 
 struct df_server {
@@ -74,6 +82,10 @@ struct df_server {
     struct df_msg *qhead, *qtail;
     int efd;
     int ended;                     /* workers that saw the session end */
+    int wbase;                     /* gate slot of worker 0 (the ring queue threads take 0..) */
+    /* FUSE over io_uring (devfuse_uring.h): one queue per possible CPU, 0 when off */
+    int nq;
+    struct df_uq *uq;
 };
 
 static inline double df_now(void)
@@ -156,20 +168,85 @@ static inline void df_notify_inval_attr(struct df_server *s, uint64_t nodeid)
     (void)!writev(s->dev, iov, 2);
 }
 
-/* The hot requests, answered here when df_gate allows. Returns 1 if answered. `out` holds
- * bufsize bytes. The errno of a failed syscall goes to the app as the syscall gave it: the
- * backing fs only returns errnos the kernel passes through (< 512), and FLUSH/FSYNC's ENOSYS
- * (a backing fs without fsync) becomes EOPNOTSUPP, never the reply that switches them off.
- * A fired errno answers without doing the operation, as the Python handlers do. */
-static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char *out)
+/* One request as the hot path sees it, wherever it was read from: its header, the opcode's
+ * fixed struct, and what follows that struct (WRITE's data). Read from /dev/fuse the three are
+ * contiguous (pay == NULL: the data follows the struct); a ring entry has the header and the
+ * struct in its header buffer and the data in its payload buffer. */
+struct df_in {
+    struct fuse_in_header *h;
+    char *arg;         /* the opcode's fixed struct */
+    size_t alen;       /* bytes at arg (/dev/fuse: everything after the header) */
+    char *pay;         /* ring: the payload buffer; /dev/fuse: NULL */
+    size_t paylen;
+};
+
+/* Where a hot reply goes. `data` has room for the largest READ reply (max_write bytes); a
+ * reply whose p == data is already in place (READ's pread target), so neither path copies
+ * it. send returns as df_reply does. */
+struct df_out {
+    int (*send)(struct df_out *o, uint64_t unique, int err, const void *p, size_t n);
+    char *data;
+    int fd;                       /* /dev/fuse: the fd the request came from */
+    struct df_ring_ent *ent;      /* ring: the entry it came in */
+};
+
+/* What follows the fixed struct of `fixed` bytes (WRITE's data), and how many bytes of it. */
+static inline char *df_in_data(const struct df_in *in, size_t fixed, size_t *len)
 {
-    struct fuse_in_header *in = (struct fuse_in_header *)buf;
-    char *arg = buf + sizeof *in;
-    size_t alen = (size_t)n - sizeof *in;
+    if (in->pay) {
+        *len = in->paylen;
+        return in->pay;
+    }
+    *len = in->alen - fixed;
+    return in->arg + fixed;
+}
+
+/* The /dev/fuse reply: `data` sits right after a fuse_out_header's room in the worker's
+ * out buffer, so an in-place READ goes out in one write(2). */
+static int df_dev_send(struct df_out *o, uint64_t unique, int err, const void *p, size_t n)
+{
+    if (p != o->data || err)
+        return df_reply(o->fd, unique, err, p, n);
+    struct fuse_out_header *h = (struct fuse_out_header *)(o->data - sizeof *h);
+    h->len = (uint32_t)(sizeof *h + n);
+    h->error = 0;
+    h->unique = unique;
+    ssize_t wr;
+    do
+        wr = write(o->fd, h, h->len);
+    while (wr < 0 && errno == EINTR);
+    if (wr < 0)
+        return errno == ENOENT ? 1 : -1;
+    return 0;
+}
+
+/* The kernel marks every write by a caller without CAP_FSETID; the bits go before the data
+ * lands, whichever thread then serves the write. */
+static inline void df_kill_setid(struct df_server *s, const struct df_in *in)
+{
+    if (in->h->opcode == FUSE_WRITE && in->alen >= sizeof(struct fuse_write_in)) {
+        struct fuse_write_in *w = (struct fuse_write_in *)in->arg;
+        if ((w->write_flags & FUSE_WRITE_KILL_SUIDGID) && df_issued(s, w->fh, 1)
+                && chaosfs_clear_setid((int)w->fh) == 1)
+            df_notify_inval_attr(s, in->h->nodeid);
+    }
+}
+
+/* The hot requests, answered here when df_gate allows. Returns 1 if answered (through
+ * o->send). `w` is the caller's gate slot. The errno of a failed syscall goes to the app as
+ * the syscall gave it: the backing fs only returns errnos the kernel passes through (< 512),
+ * and FLUSH/FSYNC's ENOSYS (a backing fs without fsync) becomes EOPNOTSUPP, never the reply
+ * that switches them off. A fired errno answers without doing the operation, as the Python
+ * handlers do. */
+static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_out *o)
+{
+    const struct fuse_in_header *h = in->h;
+    char *arg = in->arg;
+    size_t alen = in->alen;
     double t0 = df_now();
     struct df_verdict vd;
     int err = 0, g;
-    switch (in->opcode) {
+    switch (h->opcode) {
     case FUSE_READ: {
         if (alen < sizeof(struct fuse_read_in))
             return 0;
@@ -178,12 +255,12 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
                 || (g = df_gate(s, w, r->fh, DF_HOT_READ, t0, &vd)) < 0)
             return 0;
         if (g && vd.err) {
-            df_reply(fd, in->unique, df_safe_errno(DF_HOT_READ, vd.err), NULL, 0);
+            o->send(o, h->unique, df_safe_errno(DF_HOT_READ, vd.err), NULL, 0);
             df_record(s, DF_M_READ, t0, 1);
             return 1;
         }
         size_t size = g ? df_shorten(r->size, vd.short_frac) : r->size;
-        char *data = out + sizeof(struct fuse_out_header);
+        char *data = o->data;
         ssize_t got;
         do
             got = pread((int)r->fh, data, size, (off_t)r->offset);
@@ -192,14 +269,7 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
             err = errno;
         else if (g && vd.corrupt_mode)
             df_corrupt(&vd, (unsigned char *)data, (size_t)got);
-        struct fuse_out_header *h = (struct fuse_out_header *)out;
-        h->len = (uint32_t)(sizeof *h + (got > 0 ? got : 0));
-        h->error = -err;
-        h->unique = in->unique;
-        ssize_t wr;
-        do
-            wr = write(fd, out, h->len);
-        while (wr < 0 && errno == EINTR);
+        o->send(o, h->unique, err, data, got > 0 ? (size_t)got : 0);
         df_record(s, DF_M_READ, t0, err != 0);
         return 1;
     }
@@ -207,14 +277,15 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         if (alen < sizeof(struct fuse_write_in))
             return 0;
         struct fuse_write_in *wi = (struct fuse_write_in *)arg;
-        if (alen < sizeof *wi + wi->size || (g = df_gate(s, w, wi->fh, DF_HOT_WRITE, t0, &vd)) < 0)
+        size_t have;
+        unsigned char *data = (unsigned char *)df_in_data(in, sizeof *wi, &have);
+        if (have < wi->size || (g = df_gate(s, w, wi->fh, DF_HOT_WRITE, t0, &vd)) < 0)
             return 0;
         if (g && vd.err) {
-            df_reply(fd, in->unique, df_safe_errno(DF_HOT_WRITE, vd.err), NULL, 0);
+            o->send(o, h->unique, df_safe_errno(DF_HOT_WRITE, vd.err), NULL, 0);
             df_record(s, DF_M_WRITE, t0, 1);
             return 1;
         }
-        unsigned char *data = (unsigned char *)arg + sizeof *wi;
         size_t len = wi->size;
         if (g) {
             if (vd.corrupt_mode)
@@ -225,10 +296,10 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         do
             put = pwrite((int)wi->fh, data, len, (off_t)wi->offset);
         while (put < 0 && errno == EINTR);
-        struct fuse_write_out o = {.size = put > 0 ? (uint32_t)put : 0};
+        struct fuse_write_out wo = {.size = put > 0 ? (uint32_t)put : 0};
         if (put < 0)
             err = errno;
-        df_reply(fd, in->unique, err, &o, sizeof o);
+        o->send(o, h->unique, err, &wo, sizeof wo);
         df_record(s, DF_M_WRITE, t0, err != 0);
         return 1;
     }
@@ -238,7 +309,7 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         struct fuse_flush_in *f = (struct fuse_flush_in *)arg;
         if ((g = df_gate(s, w, f->fh, DF_HOT_FLUSH, t0, &vd)) < 0)
             return 0;
-        df_lk_release_owner(&s->locks, in->nodeid, f->lock_owner);  /* close(2) drops them */
+        df_lk_release_owner(&s->locks, h->nodeid, f->lock_owner);  /* close(2) drops them */
         if (g && vd.err) {
             err = df_safe_errno(DF_HOT_FLUSH, vd.err);
         } else {
@@ -249,7 +320,7 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
             if (err == ENOSYS)
                 err = EOPNOTSUPP;
         }
-        df_reply(fd, in->unique, err, NULL, 0);
+        o->send(o, h->unique, err, NULL, 0);
         df_record(s, DF_M_FLUSH, t0, err != 0);
         return 1;
     }
@@ -267,7 +338,7 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
             if (rc < 0)
                 err = errno == ENOSYS ? EOPNOTSUPP : errno;
         }
-        df_reply(fd, in->unique, err, NULL, 0);
+        o->send(o, h->unique, err, NULL, 0);
         df_record(s, DF_M_FSYNC, t0, err != 0);
         return 1;
     }
@@ -277,20 +348,20 @@ static int df_hot(struct df_server *s, int w, int fd, char *buf, ssize_t n, char
         if (alen < sizeof(struct fuse_lk_in))
             return 0;
         struct fuse_lk_in *l = (struct fuse_lk_in *)arg;
-        int m = in->opcode == FUSE_GETLK ? DF_M_GETLK : in->opcode == FUSE_SETLK ? DF_M_SETLK : DF_M_SETLKW;
+        int m = h->opcode == FUSE_GETLK ? DF_M_GETLK : h->opcode == FUSE_SETLK ? DF_M_SETLK : DF_M_SETLKW;
         if (df_gate(s, w, l->fh, DF_HOT_LOCK, t0, &vd) != 0)
             return 0;
-        if (in->opcode == FUSE_GETLK) {
-            struct fuse_lk_out o = {.lk = l->lk};
-            err = df_lk_get(&s->locks, in->nodeid, l->owner, l->fh, &o.lk.type, &o.lk.start,
-                            &o.lk.end, &o.lk.pid);
-            df_reply(fd, in->unique, err, &o, sizeof o);
+        if (h->opcode == FUSE_GETLK) {
+            struct fuse_lk_out lo = {.lk = l->lk};
+            err = df_lk_get(&s->locks, h->nodeid, l->owner, l->fh, &lo.lk.type, &lo.lk.start,
+                            &lo.lk.end, &lo.lk.pid);
+            o->send(o, h->unique, err, &lo, sizeof lo);
         } else {
-            err = df_lk_set(&s->locks, in->nodeid, l->owner, in->pid, l->fh, l->lk.type,
+            err = df_lk_set(&s->locks, h->nodeid, l->owner, h->pid, l->fh, l->lk.type,
                             l->lk.start, l->lk.end, (l->lk_flags & FUSE_LK_FLOCK) != 0);
-            if (err == EAGAIN && in->opcode == FUSE_SETLKW)
+            if (err == EAGAIN && h->opcode == FUSE_SETLKW)
                 return 0;  /* it must wait: the trio thread polls, no worker blocks */
-            df_reply(fd, in->unique, err, NULL, 0);
+            o->send(o, h->unique, err, NULL, 0);
         }
         df_record(s, m, t0, err != 0);
         return 1;
@@ -344,6 +415,8 @@ static void *df_worker(void *p)
     struct df_server *s = a.s;
     char *buf = aligned_alloc(4096, s->bufsize);
     char *out = aligned_alloc(4096, s->bufsize);
+    struct df_out o = {.send = df_dev_send, .data = out + sizeof(struct fuse_out_header),
+                       .fd = a.fd, .ent = NULL};
     int why = 0;
     while (buf && out) {
         ssize_t n = read(a.fd, buf, s->bufsize);
@@ -356,15 +429,10 @@ static void *df_worker(void *p)
         if ((size_t)n < sizeof(struct fuse_in_header))
             continue;
         struct fuse_in_header *in = (struct fuse_in_header *)buf;
-        if (in->opcode == FUSE_WRITE && (size_t)n >= sizeof *in + sizeof(struct fuse_write_in)) {
-            struct fuse_write_in *w = (struct fuse_write_in *)(buf + sizeof *in);
-            /* The kernel marks every write by a caller without CAP_FSETID; the bits go
-             * before the data lands, whichever thread then serves the write. */
-            if ((w->write_flags & FUSE_WRITE_KILL_SUIDGID) && df_issued(s, w->fh, 1)
-                    && chaosfs_clear_setid((int)w->fh) == 1)
-                df_notify_inval_attr(s, in->nodeid);
-        }
-        if (df_hot(s, a.index, a.fd, buf, n, out))
+        struct df_in req = {.h = in, .arg = buf + sizeof *in, .alen = (size_t)n - sizeof *in,
+                            .pay = NULL, .paylen = 0};
+        df_kill_setid(s, &req);
+        if (df_hot(s, a.index, &req, &o))
             continue;
         struct df_msg *m = malloc(sizeof *m + (size_t)n);
         if (!m) {
@@ -373,6 +441,8 @@ static void *df_worker(void *p)
         }
         m->next = NULL;
         m->fd = a.fd;
+        m->ent = NULL;
+        m->replied = 0;
         m->len = (uint32_t)n;
         memcpy(m->data, buf, (size_t)n);
         df_push(s, m);
@@ -415,7 +485,7 @@ static void df_join(struct df_server *s, double seconds)
 
 static int df_start(struct df_server *s, int nworkers)
 {
-    if (nworkers < 1 || nworkers > DF_MAX_WORKERS) {
+    if (nworkers < 1 || s->wbase + nworkers > DF_MAX_WORKERS) {
         errno = EINVAL;
         return -1;
     }
@@ -437,7 +507,7 @@ static int df_start(struct df_server *s, int nworkers)
             return -1;
         a->s = s;
         a->fd = fd;
-        a->index = i;
+        a->index = s->wbase + i;
         if (pthread_create(&s->threads[i], NULL, df_worker, a) != 0) {
             free(a);
             if (i > 0)
@@ -446,7 +516,7 @@ static int df_start(struct df_server *s, int nworkers)
             return -1;
         }
         s->nworkers = i + 1;
-        s->gate.nworkers = i + 1;
+        s->gate.nworkers = s->wbase + i + 1;
     }
     s->started = 1;
     return 0;
