@@ -10,6 +10,8 @@ Exit codes: 0 success, 1 bad input (one line on stderr), 2 bad command line.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from typing import NoReturn
 
@@ -114,8 +116,16 @@ def run(namespaces: tuple[str, ...], dial_timeout: float, resync: float, log_lev
         fail(f"no Kubernetes configuration: {str(exc).splitlines()[0]}")
     engine = Engine(KubeCluster(), dial_timeout=dial_timeout, resync=resync, metrics=metrics)
     registry = registry_for(Handlers(engine))
+    # kopf names itself after the login user (getpass), which fails for a uid without a
+    # passwd entry, as in the Deployment (runAsUser 65532): name it ourselves
+    identity = f"{PROG}@{socket.gethostname()}/{os.getpid()}"
+    settings = kopf.OperatorSettings()
+    # kopf scans CRDs to notice resources appearing later; ours is fixed, and the scan needs
+    # cluster-wide customresourcedefinitions list/watch (it retries ~45 s when refused)
+    settings.scanning.disabled = True
     kopf.run(registry=registry, standalone=True, namespaces=list(namespaces),
-             clusterwide=not namespaces, liveness_endpoint=liveness)
+             clusterwide=not namespaces, liveness_endpoint=liveness, identity=identity,
+             settings=settings)
 
 
 if __name__ == "__main__":

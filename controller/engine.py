@@ -309,7 +309,8 @@ class Engine:
                     if old.get("message") != msg:
                         self._event(obj, "Warning", SIDECAR_LOST, f"{key}: {exc}")
                 new["message"] = msg
-            if new != old:
+            # the API server keeps no empty strings (kube.no_empty_strings): compare without
+            if {k: v for k, v in new.items() if v != ""} != {k: v for k, v in old.items() if v != ""}:
                 records[(ns, name)] = new
                 changed = True
         if changed:

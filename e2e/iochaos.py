@@ -69,6 +69,17 @@ class IoChaosFlow:
     def reasons(self, name: str) -> list[str]:
         return [e["reason"] for e in self.events(name)]
 
+    def controller_log(self, lines: int = 25) -> str:
+        """The controller container's log tail (kubectl logs needs a reachable node IP; the
+        kubelet's files are read instead)."""
+        import glob
+        found = sorted(glob.glob(f"/var/log/pods/{CONTROLLER_NS}_{CONTROLLER}-e2e_*/"
+                                 f"{CONTROLLER}/*.log"))
+        if not found:
+            return "(no controller log)"
+        text = open(found[-1], errors="replace").read().splitlines()
+        return "\n".join(ln.split(" ", 3)[-1] for ln in text[-lines:])
+
     def metrics(self, addr: str) -> str:
         with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as resp:
             return resp.read().decode()
@@ -136,17 +147,24 @@ class IoChaosFlow:
             self.pods[name] = {"uid": p["metadata"]["uid"], "ip": p["status"]["podIP"]}
 
         def ctrl() -> dict | None:
+            # running is not enough (a crashing one runs for a moment): kopf's liveness
+            # endpoint answers once the operator is up and has logged in
             p = self.f.get("pod", f"{CONTROLLER}-e2e", CONTROLLER_NS)
             cs = p.get("status", {}).get("containerStatuses", [])
-            return p if cs and cs[0].get("ready") else None
+            if not (cs and cs[0].get("ready") and p["status"].get("podIP")):
+                return None
+            with urllib.request.urlopen(f"http://{p['status']['podIP']}:8081/healthz",
+                                        timeout=3) as resp:
+                return p if resp.status == 200 else None
         p = self.wait(ctrl, 60)
         if p is None:
             p = self.f.get("pod", f"{CONTROLLER}-e2e", CONTROLLER_NS)
             self.r.require("IoChaos controller pod (deploy/controller.yaml, own ServiceAccount) "
-                           "running", False, json.dumps(p.get("status", {}).get("containerStatuses"))[:600])
+                           "running", False, json.dumps(p.get("status", {}).get("containerStatuses"))[:600]
+                           + "\ncontroller log:\n" + self.controller_log())
         self.controller_ip = p["status"]["podIP"]
-        self.r.check("IoChaos controller pod (deploy/controller.yaml, own ServiceAccount) running",
-                     True, self.controller_ip)
+        self.r.check("IoChaos controller pod (deploy/controller.yaml, own ServiceAccount) running, "
+                     "kopf's /healthz answers", True, self.controller_ip)
 
     # ------------------------------------------------------------------ experiments
     def experiment(self) -> None:
@@ -165,15 +183,19 @@ class IoChaosFlow:
             return o if exp.get("phase") == "Running" and len(exp.get("podRecords") or []) == 2 else None
         o = self.wait(running, 60)
         secs = time.monotonic() - t0
-        self.r.require("IoChaos errno (mode fixed, value 2) reaches Running with 2 podRecords",
-                       o is not None, json.dumps((self.iochaos(name) or {}).get("status"))[:600])
+        if o is None:
+            self.r.require("IoChaos errno (mode fixed, value 2) reaches Running with 2 podRecords",
+                           False, json.dumps((self.iochaos(name) or {}).get("status"))[:600]
+                           + "\ncontroller log:\n" + self.controller_log())
+        self.r.check("IoChaos errno (mode fixed, value 2) reaches Running with 2 podRecords",
+                     True, f"{secs:.1f} s")
         picked = {r["name"] for r in o["status"]["experiment"]["podRecords"]}
-        fins = sorted(f for f in o["metadata"].get("finalizers", []) if "/" in f)
+        fins = sorted(f for f in o["metadata"].get("finalizers", []) if f.startswith(self.ns() + "/"))
         errnos = self.read_errnos()
         self.r.check("IoChaos mode fixed value 2 across 3 pods: exactly the 2 picked pods' app "
                      "reads of victim.dat fail with EIO, the third reads fine",
                      self.eio_pods(errnos) == picked and len(self.clean_pods(errnos)) == 1,
-                     f"picked {sorted(picked)}, errnos {errnos}, {secs:.1f} s to Running")
+                     f"picked {sorted(picked)}, errnos {errnos}")
         recs = o["status"]["experiment"]["podRecords"]
         self.r.check("IoChaos status: phase Normal, podRecords with pod IPs, one finalizer per "
                      "injected pod",
@@ -216,14 +238,18 @@ class IoChaosFlow:
 
         # pause: recover and wait; resume: inject again (mode fixed picks 2 anew)
         self.n.kubectl("-n", self.ns(), "annotate", "iochaos", name, f"{PAUSE}=true")
+        def pod_finalizers(o: dict) -> list[str]:
+            # only pod keys count (a finalizer kopf or another controller adds is not a pod)
+            return [f for f in o["metadata"].get("finalizers", []) if f.startswith(self.ns() + "/")]
         paused = self.wait(lambda: (self.iochaos(name) or {}).get("status", {})
                            .get("experiment", {}).get("phase") == "Paused"
-                           and not [f for f in self.iochaos(name)["metadata"].get("finalizers", [])
-                                    if "/" in f], 30)
+                           and not pod_finalizers(self.iochaos(name)), 30)
         errnos = self.read_errnos()
-        self.r.check("IoChaos pause annotation: phase Paused, finalizers gone, all 3 pods read "
+        o = self.iochaos(name) or {"metadata": {}}
+        self.r.check("IoChaos pause annotation: phase Paused, pod finalizers gone, all 3 pods read "
                      "victim.dat fine", bool(paused) and len(self.clean_pods(errnos)) == 3,
-                     errnos)
+                     f"{errnos}, phase {o.get('status', {}).get('experiment', {}).get('phase')}, "
+                     f"finalizers {o['metadata'].get('finalizers')}")
         self.n.kubectl("-n", self.ns(), "annotate", "iochaos", name, f"{PAUSE}-")
         o = self.wait(running, 30)
         errnos = self.read_errnos()
