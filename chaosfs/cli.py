@@ -41,6 +41,7 @@ def flagset() -> FlagSet:
         Flag("tls-key", "private key for -tls-cert (PEM)"),
         Flag("tls-client-ca", "require client certificates signed by this CA (mTLS)"),
         Flag("token-file", "require `authorization: Bearer <token>` on every RPC but health"),
+        Flag("metrics-addr", "serve Prometheus metrics at http://HOST:PORT/metrics (:PORT = all interfaces; default: off)", "", env="CHAOSFS_METRICS_ADDR"),
     ):
         fs.add(f)
     return fs

@@ -38,11 +38,19 @@ class Config:
     tls_key: Optional[str] = None
     tls_client_ca: Optional[str] = None
     token_file: Optional[str] = None
+    # Prometheus /metrics listener; None = off (0.9's command line serves none)
+    metrics_host: Optional[str] = None
+    metrics_port: int = 0
 
     @property
     def addr(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def metrics_addr(self) -> str:
+        host = f"[{self.metrics_host}]" if ":" in (self.metrics_host or "") else self.metrics_host
+        return f"{host}:{self.metrics_port}"
 
 
 def parse_addr(text: str) -> tuple[str, int]:
@@ -142,6 +150,16 @@ def validate(values: dict) -> Config:
         host, port = parse_addr(values["addr"])
     except ValueError as e:
         raise ConfigError(f"-addr {values['addr']!r}: {e}") from None
+    metrics_host, metrics_port = None, 0
+    if values.get("metrics_addr"):
+        try:
+            metrics_host, metrics_port = parse_addr(values["metrics_addr"])
+        except ValueError as e:
+            raise ConfigError(f"-metrics-addr {values['metrics_addr']!r}: {e}") from None
+        # both on one port would fail at bind with a vaguer message; say which flags clash
+        if metrics_port and metrics_port == port and (
+                metrics_host == host or "0.0.0.0" in (host, metrics_host)):
+            raise ConfigError(f"-metrics-addr {values['metrics_addr']!r}: port {port} is the gRPC port (-addr)")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise ConfigError("-tls-cert and -tls-key go together")
     if values["passthrough"] != "off" and not values["fuse_hooks"] and values["transport"] == "pyfuse3":
@@ -163,4 +181,5 @@ def validate(values: dict) -> Config:
         killpriv_v2=values["killpriv_v2"], workers=values["workers"], transport=values["transport"],
         fuse_threads=values["fuse_threads"], fuse_uring=values["fuse_uring"], tls_cert=values["tls_cert"],
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
+        metrics_host=metrics_host, metrics_port=metrics_port,
     )

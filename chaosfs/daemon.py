@@ -194,6 +194,16 @@ def run(cfg: Config) -> int:
     except (OSError, ValueError) as e:
         print(f"chaosfs: -addr {cfg.addr}: {e}", file=sys.stderr)
         return 2
+    metrics = None
+    if cfg.metrics_host is not None:
+        from chaosfs.control.metrics import MetricsServer
+        try:
+            # bound here, before the mount, so a busy port leaves nothing mounted
+            metrics = MetricsServer(engine, cfg.metrics_host, cfg.metrics_port, cfg.transport)
+        except OSError as e:
+            plane.stop(0)
+            print(f"chaosfs: -metrics-addr {cfg.metrics_addr}: {e}", file=sys.stderr)
+            return 2
     # From the mount on, a stop signal must unmount: note it until trio takes the signals.
     stopping: list = []
     for sig in STOP_SIGNALS:
@@ -201,12 +211,16 @@ def run(cfg: Config) -> int:
     plane.start()
     # -fuse-uring is the cython transport's (pyfuse3's libfuse 3.14 has no io_uring)
     extra = {"uring": cfg.fuse_uring} if cfg.transport == "cython" else {}
+    if metrics is not None:
+        metrics.start()
     try:
         transport.mount(ops, cfg.mountpoint, MOUNT_OPTIONS, killpriv_v2=cfg.killpriv_v2,
                         passthrough_depth=passthrough_depth(cfg.original) if cfg.passthrough != "off" else 0,
                         workers=cfg.fuse_threads, **extra)
     except OSError as e:
         plane.stop(0)
+        if metrics is not None:
+            metrics.stop()
         print(f"chaosfs: mounting {cfg.mountpoint} failed: {e}", file=sys.stderr)
         return 1
     rc = 0
@@ -229,6 +243,8 @@ def run(cfg: Config) -> int:
         if mounts.mount_type(cfg.mountpoint) == "fuse.chaosfs":
             mounts.lazy_unmount(cfg.mountpoint)
         plane.stop(0.5)
+        if metrics is not None:
+            metrics.stop()
         remove_pidfile(cfg.pidfile)
         watchdog.cancel()
         log.info("stopped in %.2fs", time.monotonic() - t0)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 from controller.duration import format_duration
 from controller.kube import Cluster, Conflict
+from controller.metrics import ControllerMetrics
 from controller.selection import SelectionError, filter_by_mode, pod_key, select_pods
 from controller.sidecar import Sidecar, SidecarError, sidecar_addr, sidecar_port
 from controller.spec import PAUSE_ANNOTATION, IoChaosSpec, SpecError, parse_spec
@@ -73,8 +74,10 @@ class Engine:
     def __init__(self, cluster: Cluster, *, dial_timeout: float = 120.0,
                  probe_timeout: float = 3.0, resync: float = RESYNC_SECONDS,
                  clock: Callable[[], dt.datetime] = utcnow,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 metrics: ControllerMetrics | None = None) -> None:
         self.cluster = cluster
+        self.metrics = metrics or ControllerMetrics()
         self.dial_timeout = dial_timeout
         self.probe_timeout = probe_timeout
         self.resync = resync
@@ -87,14 +90,17 @@ class Engine:
         the next event), or raises when a deletion must be retried."""
         obj = self.cluster.get_iochaos(namespace, name)
         if obj is None:
+            self.metrics.forget(namespace, name)
             return None
         meta = obj.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             self.finish(obj)
+            self.metrics.forget(namespace, name)
             return None
         now = self.clock()
         status = obj.get("status") or {}
         exp = status.get("experiment") or {}
+        self.metrics.phase(namespace, name, exp.get("phase"))
         try:
             spec = parse_spec(obj.get("spec"))
         except SpecError as exc:
@@ -166,8 +172,13 @@ class Engine:
         change = dict(change)
         change.setdefault("observedGeneration", meta.get("generation"))
         self.cluster.patch_status(meta["namespace"], meta["name"], change)
+        phase = (change.get("experiment") or {}).get("phase")
+        if phase:
+            self.metrics.phase(meta["namespace"], meta["name"], phase)
 
     def _event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        if type_ == "Warning":
+            self.metrics.failures.labels(reason).inc()
         try:
             self.cluster.event(obj, type_, reason, message)
         except Exception as exc:  # noqa: BLE001 - an Event is a report; never fail on it
@@ -236,7 +247,9 @@ class Engine:
             try:
                 Sidecar(sidecar_addr(pod, spec.addr), self.dial_timeout).set_fault(spec)
                 records.append(self._record(pod, spec, self._ok_message(spec)))
+                self.metrics.injections.labels("ok").inc()
             except SidecarError as exc:
+                self.metrics.injections.labels("failed").inc()
                 failed.append(pod_key(pod))
                 records.append(self._record(pod, spec, f"inject failed: {exc}"))
                 self._event(obj, "Warning", INJECT_FAILED, f"{pod_key(pod)}: {exc}")
@@ -287,6 +300,7 @@ class Engine:
                             else self._ok_message(spec)
                     else:
                         side.set_fault(spec)
+                        self.metrics.reinjections.inc()
                         msg = self._ok_message(spec) + " (re-injected: the sidecar had lost it)"
                         self._event(obj, "Normal", REINJECTED, f"{key}: the sidecar had no fault; "
                                     "set again")
@@ -295,7 +309,8 @@ class Engine:
                     if old.get("message") != msg:
                         self._event(obj, "Warning", SIDECAR_LOST, f"{key}: {exc}")
                 new["message"] = msg
-            if new != old:
+            # the API server keeps no empty strings (kube.no_empty_strings): compare without
+            if {k: v for k, v in new.items() if v != ""} != {k: v for k, v in old.items() if v != ""}:
                 records[(ns, name)] = new
                 changed = True
         if changed:
@@ -328,6 +343,7 @@ class Engine:
         for key in self.injected_keys(obj):
             gone, msg = self._recover_pod(key, addr)
             (done if gone else failed).append(key)
+            self.metrics.recoveries.labels("ok" if gone else "failed").inc()
             if not gone:
                 self._event(obj, "Warning", RECOVER_FAILED, f"{key}: {msg}")
             elif msg != "recovered":

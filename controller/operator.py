@@ -6,9 +6,10 @@ deletion, which is what injector/watch.py had to write by hand for one ConfigMap
 
 The handlers hold no state: each reads the object fresh through the engine. A per-object lock
 keeps the timer and an event handler from injecting the same object twice at once. The delete
-handler is ``optional``: kopf adds no finalizer of its own, because the pod finalizers already
-hold the object until every pod is recovered (and an object that injected nothing has nothing
-to wait for).
+handler is ``optional`` (it needs no finalizer: the pod finalizers hold the object until every
+pod is recovered). kopf still adds its own ``kopf.zalando.org/KopfFinalizerMarker`` (seen on
+the real API server in e2e/run), because of the timer; the engine ignores finalizers whose
+prefix has a dot, and kopf removes it once its handlers are done.
 """
 
 from __future__ import annotations

@@ -92,7 +92,11 @@ class Flow:
         return self.n.kubelet_root / "pods" / uid / "volumes" / "kubernetes.io~empty-dir" / volume
 
     def events(self, since: float) -> list[dict]:
-        path = self.emptydir(self.app_uid, "report") / "events.jsonl"
+        return self.events_of(self.app_uid, since)
+
+    def events_of(self, uid: str, since: float) -> list[dict]:
+        """The app's report lines (pod `uid`) from time `since` on."""
+        path = self.emptydir(uid, "report") / "events.jsonl"
         out = []
         for line in path.read_text().splitlines():
             try:
@@ -400,6 +404,8 @@ class Flow:
         self.check_mount(pod)
         self.check_faults_ctl()
         self.check_faults_09()
+        from iochaos import IoChaosFlow
+        IoChaosFlow(self, ROOT).run()
         self.check_untouched()
         self.check_delete()
 

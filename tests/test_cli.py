@@ -67,6 +67,10 @@ BAD = {
     "no fuse threads": (["-transport=cython", "-fuse-threads=0", "-pidfile=run/pid", "-original=o",
                          "-mountpoint=m"], "-fuse-threads"),
     "too many fuse threads": (["-fuse-threads=65", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "1 to 64"),
+    "metrics addr no port": (["-metrics-addr=localhost", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-metrics-addr"),
+    "metrics addr bad port": (["-metrics-addr=:99999", "-pidfile=run/pid", "-original=o", "-mountpoint=m"], "-metrics-addr"),
+    "metrics addr is the grpc port": (["-addr=:7000", "-metrics-addr=127.0.0.1:7000", "-pidfile=run/pid",
+                                       "-original=o", "-mountpoint=m"], "gRPC port"),
     "cython transport, missing original": (["-transport=cython", "-pidfile=run/pid", "-original=nope",
                                             "-mountpoint=m"], "-original"),
 }
@@ -112,6 +116,21 @@ def test_port_in_use(dirs: Path):
         p = run_cli(f"-addr=127.0.0.1:{port}", "-pidfile=run/pid", "-original=o", "-mountpoint=m", cwd=dirs)
     assert p.returncode == 2, p.stderr
     assert [l for l in p.stderr.splitlines() if "chaosfs:" in l and "-addr" in l], p.stderr
+    assert mount_type(str(dirs / "m")) is None
+    assert not (dirs / "run" / "pid").exists()
+
+
+def test_metrics_port_in_use(dirs: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        p = run_cli(f"-addr=127.0.0.1:{free_port()}", f"-metrics-addr=127.0.0.1:{port}",
+                    "-pidfile=run/pid", "-original=o", "-mountpoint=m", cwd=dirs)
+    assert p.returncode == 2, p.stderr
+    (line,) = [l for l in p.stderr.splitlines() if "chaosfs:" in l]
+    assert "-metrics-addr" in line and "in use" in line, p.stderr
+    assert "Traceback" not in p.stderr
     assert mount_type(str(dirs / "m")) is None
     assert not (dirs / "run" / "pid").exists()
 

@@ -54,21 +54,96 @@ def test_kustomization_lists_every_base_file() -> None:
     assert set(kust["resources"]) == files
 
 
-def test_rbac_is_read_only_on_configmaps_and_namespaces() -> None:
-    (role,) = by_kind("ClusterRole")
-    assert by_kind("Role") == []
+# Exactly these rights and no more, per ServiceAccount: (apiGroup, resource) -> verbs.
+# The injector only reads ConfigMaps (templates, injection configs) and Namespaces (the
+# init-request annotation); the controller reads pods and nodes (selection, sidecar
+# address), writes Events, and edits IoChaos (finalizers, kopf's annotations) and its status.
+RIGHTS = {
+    "chaos-injector": {("", "configmaps"): {"get", "list", "watch"},
+                       ("", "namespaces"): {"get", "list", "watch"}},
+    "chaosfs-controller": {("", "pods"): {"get", "list"}, ("", "nodes"): {"get", "list"},
+                           ("", "events"): {"create"},
+                           ("chaos-mesh.org", "iochaos"): {"get", "list", "watch", "patch"},
+                           ("chaos-mesh.org", "iochaos/status"): {"patch"}},
+}
+
+
+def granted(role: dict) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert rule["apiGroups"] == [""]
-        assert set(rule["resources"]) <= {"configmaps", "namespaces"}
-        assert set(rule["verbs"]) <= {"get", "list", "watch"}
-    (binding,) = by_kind("ClusterRoleBinding")
-    (sa,) = by_kind("ServiceAccount")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": sa["metadata"]["namespace"]}]
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                assert "*" not in (g, r) and "*" not in rule["verbs"], rule
+                out.setdefault((g, r), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_is_least_privilege_per_service_account() -> None:
+    assert by_kind("Role") == [] and by_kind("RoleBinding") == []
+    roles = {r["metadata"]["name"]: r for r in by_kind("ClusterRole")}
+    bindings = by_kind("ClusterRoleBinding")
+    sas = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind("ServiceAccount")}
+    assert {name for _, name in sas} == set(RIGHTS) and len(sas) == len(RIGHTS)
+    assert len(bindings) == len(RIGHTS)
+    seen = set()
+    for b in bindings:
+        (subject,) = b["subjects"]
+        assert subject["kind"] == "ServiceAccount"
+        assert (subject["namespace"], subject["name"]) in sas
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": b["roleRef"]["name"]}
+        role = roles[b["roleRef"]["name"]]
+        assert granted(role) == RIGHTS[subject["name"]], subject["name"]
+        seen.add(subject["name"])
+    assert seen == set(RIGHTS) and set(roles) == set(RIGHTS)
+
+
+def test_each_deployment_runs_as_its_own_service_account() -> None:
+    deps = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
+    assert set(deps) == {"chaos-injector", "chaosfs-controller"}
+    for name, dep in deps.items():
+        assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name
+
+
+def test_controller_deployment_is_one_non_root_replica_with_metrics() -> None:
+    (dep,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "chaosfs-controller"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["command"] == ["/opt/chaosfs/bin/chaosfs-controller"] and c["args"][0] == "run"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert f"--metrics-addr=:{ports['metrics']}" in c["args"]
+    assert f"--health-addr=:{ports['health']}" in c["args"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and int(ann["prometheus.io/port"]) == ports["metrics"]
+    # the injector's image carries the controller (the full venv)
+    (inj,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "chaos-injector"]
+    assert c["image"] == inj["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_sidecar_template_serves_metrics_on_its_named_port() -> None:
+    (tpl_cm,) = objects(DEPLOY / "chaosfs-sidecar-template.yaml")
+    cs = build_config_set([tpl_cm], [], tpl_cm["metadata"]["namespace"])
+    tpl: SidecarTemplate = cs.templates["chaosfs-sidecar"]
+    rendered = yaml.safe_load(tpl.render({"ContainerName": "app", "DataPath": "/d/data",
+                                          "MountPath": "/d", "VolumeName": "v"}))
+    (side,) = [c for c in rendered["containers"] if c["name"] == "chaosfs"]
+    ports = {p.get("name"): p["containerPort"] for p in side["ports"]}
+    assert f"-metrics-addr=:{ports['chaosfs-metrics']}" in side["command"]
+    assert "-addr=:65533" in side["command"] and ports[None] == 65533
+    monitors = objects(DEPLOY / "examples" / "chaosfs-podmonitor.yaml")
+    assert {e["port"] for m in monitors for e in m["spec"]["podMetricsEndpoints"]} == \
+        {"chaosfs-metrics", "metrics"}
 
 
 def test_deployment_is_non_root_read_only_and_wired_to_its_service() -> None:
-    (dep,) = by_kind("Deployment")
+    (dep,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "chaos-injector"]
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
     (c,) = pod["containers"]
@@ -89,7 +164,7 @@ def test_deployment_is_non_root_read_only_and_wired_to_its_service() -> None:
     assert hook["namespaceSelector"] == {"matchLabels": {"admission-webhook": "enabled"}}
     assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
                               "resources": ["pods"], "scope": "Namespaced"}]
-    assert pod["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
+    assert pod["serviceAccountName"] == "chaos-injector"
 
 
 def test_example_config_injects_the_seed_template_into_an_example_pod() -> None:

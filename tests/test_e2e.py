@@ -2,7 +2,7 @@
 
 e2e/run builds what is missing (Kubernetes binaries from Debian's source package, the
 images), brings the node up, runs the seed flow and tears everything down; it prints one line
-per check and `N passed, N failed`. Cold (nothing cached) it takes ~15 min on 2 cores, warm
+per check and `N passed, N failed` (the IoChaos checks, e2e/iochaos.py, name IoChaos). Cold (nothing cached) it takes ~15 min on 2 cores, warm
 ~2-3 min, hence its own timeout. CHAOSFS_E2E_MODE=podman runs the quicker `podman kube play`
 variant instead (no Kubernetes build; see docs/e2e.md for what it leaves untested).
 """
@@ -35,5 +35,11 @@ def test_seed_flow_on_a_real_node(tmp_path: Path) -> None:
     assert summary, f"e2e/run printed no summary (exit {proc.returncode}):\n{out[-4000:]}"
     passed, nfailed = map(int, summary[-1])
     assert proc.returncode == 0 and nfailed == 0, "\n".join(failed) + "\n" + out[-3000:]
-    # the node flow has 30 checks, the podman one 16; fewer means a step stopped the run
-    assert passed >= (30 if mode == "node" else 16), out[-3000:]
+    # the node flow has 49 checks, the podman one 16; fewer means a step stopped the run
+    assert passed >= (49 if mode == "node" else 16), out[-3000:]
+    if mode == "node":
+        # the IoChaos controller and chaosfs-ctl fan-out against the real API server
+        # (e2e/iochaos.py): each check its own line
+        passes = [ln for ln in out.splitlines() if ln.startswith("PASS")]
+        assert len([ln for ln in passes if "IoChaos" in ln]) >= 16, out[-3000:]
+        assert len([ln for ln in passes if "chaosfs-ctl" in ln and "fan-out" in ln]) >= 3, out[-3000:]

@@ -65,20 +65,35 @@ class Client:
             raise click.ClickException(msg) from None
 
 
-pass_client = click.make_pass_decorator(Client)
+class Result:
+    """What one command did on one sidecar: `text` for people, `data` for --json (None: the
+    command prints its text under --json too, as it always did), `summary` for a fan-out
+    row (default: the text), `warning` for stderr."""
+
+    def __init__(self, text: str, data: Any = None, summary: str = "", warning: str = "") -> None:
+        self.text, self.data, self.summary, self.warning = text, data, summary or text, warning
 
 
-def _emit(ctx: click.Context, data: Any, human: Callable[[], None]) -> None:
-    if ctx.find_root().params.get("as_json"):
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+def _do(ctx: click.Context, op: Callable[[Client], Result]) -> None:
+    """Run `op` on the one --addr client, or on every selected pod's sidecar (-n/-l)."""
+    target = ctx.find_root().obj
+    as_json = bool(ctx.find_root().params.get("as_json"))
+    if not isinstance(target, Client):
+        from chaosfs.control.fanout import run_fanout
+        ctx.exit(run_fanout(target, op, as_json))
+    res = op(target)
+    if as_json and res.data is not None:
+        click.echo(json.dumps(res.data, indent=2, sort_keys=True))
     else:
-        human()
+        click.echo(res.text)
+    if res.warning:
+        click.echo(res.warning, err=True)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
+def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for r in [header] + rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header] + rows)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,29 +106,51 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="verify the server with this CA")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="client certificate (mTLS)")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="client key (mTLS)")
+@click.option("-n", "--namespace", default=None,
+              help="fan out: the sidecars of the pods in NAMESPACE (with -l: those matching)")
+@click.option("-l", "--selector", default=None,
+              help="fan out: pods matching this label selector (kubectl syntax: app=etcd,tier!=x)")
+@click.option("-A", "--all-namespaces", is_flag=True, help="fan out: -l across every namespace")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
+              help="fan out: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
 @click.pass_context
 def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file: Optional[str],
-        tls_ca: Optional[str], tls_cert: Optional[str], tls_key: Optional[str]) -> None:
-    """Control a running chaosfs: 0.9-style faults (set/set-all/recover) and rules (add/rm/rules)."""
+        tls_ca: Optional[str], tls_cert: Optional[str], tls_key: Optional[str],
+        namespace: Optional[str], selector: Optional[str], all_namespaces: bool,
+        kubeconfig: Optional[str]) -> None:
+    """Control a running chaosfs: 0.9-style faults (set/set-all/recover) and rules (add/rm/rules).
+
+    With -n/-l/-A, every selected pod's chaosfs sidecar (pod IP, the port its -addr names)
+    gets the command; one row per pod, exit 1 if any failed."""
     token = open(token_file).read().strip() if token_file else None
-    ctx.obj = Client(addr, timeout, token, tls_ca, tls_cert, tls_key)
+    if namespace is None and selector is None and not all_namespaces:
+        ctx.obj = Client(addr, timeout, token, tls_ca, tls_cert, tls_key)
+        return
+    if all_namespaces and namespace is not None:
+        raise click.UsageError("-A and -n exclude each other")
+    from chaosfs.control.fanout import Target
+    ctx.obj = Target(namespace=namespace, selector=selector or "", all_namespaces=all_namespaces,
+                     kubeconfig=kubeconfig,
+                     client=lambda a: Client(a, timeout, token, tls_ca, tls_cert, tls_key))
 
 
 # ---- Chaos Mesh 0.9 commands (injure.Injure) ---------------------------------------------
 
 @cli.command()
-@pass_client
 @click.pass_context
-def methods(ctx: click.Context, c: Client) -> None:
+def methods(ctx: click.Context) -> None:
     """Method names a 0.9 fault can target (access never fires; allocate and the lock
     methods only with -transport=cython)."""
-    names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
     note = {"access": "(never fires: the kernel checks access(2) itself)",
             "allocate": "(fires with -transport=cython only: pyfuse3 has no fallocate)"}
     for n in ("getlk", "setlk", "setlkw"):
         note[n] = "(fires with -transport=cython only: under pyfuse3 the kernel keeps locks)"
-    _emit(ctx, names, lambda: click.echo("\n".join(
-        f"{n}\t{note[n]}" if n in note else n for n in names)))
+
+    def op(c: Client) -> Result:
+        names = list(c.call(c.injure.Methods, empty_pb2.Empty()).methods)
+        return Result("\n".join(f"{n}\t{note[n]}" if n in note else n for n in names), names,
+                      summary=f"{len(names)} methods")
+    _do(ctx, op)
 
 
 def _fault_options(fn: Callable) -> Callable:
@@ -138,42 +175,53 @@ def _request(methods: tuple, errno_: int, random_: bool, pct: int, path: str, de
 @cli.command("set")
 @click.argument("methods", nargs=-1, required=True, type=click.Choice(COMPAT_METHODS), metavar="METHOD...")
 @_fault_options
-@pass_client
-def set_(c: Client, methods: tuple, errno_: int, random_: bool, pct: int, path: str, delay: int) -> None:
+@click.pass_context
+def set_(ctx: click.Context, methods: tuple, errno_: int, random_: bool, pct: int, path: str,
+         delay: int) -> None:
     """Set a 0.9 fault on METHODS (SetFault): `set read --errno 5 --path 'db/.*'`."""
-    c.call(c.injure.SetFault, _request(methods, errno_, random_, pct, path, delay))
-    click.echo(f"fault set on {', '.join(methods)}")
+    req = _request(methods, errno_, random_, pct, path, delay)
+
+    def op(c: Client) -> Result:
+        c.call(c.injure.SetFault, req)
+        return Result(f"fault set on {', '.join(methods)}")
+    _do(ctx, op)
 
 
 @cli.command("set-all")
 @_fault_options
-@pass_client
-def set_all(c: Client, errno_: int, random_: bool, pct: int, path: str, delay: int) -> None:
+@click.pass_context
+def set_all(ctx: click.Context, errno_: int, random_: bool, pct: int, path: str, delay: int) -> None:
     """Set a 0.9 fault on every method (SetFaultAll)."""
-    c.call(c.injure.SetFaultAll, _request((), errno_, random_, pct, path, delay))
-    click.echo("fault set on all methods")
+    req = _request((), errno_, random_, pct, path, delay)
+
+    def op(c: Client) -> Result:
+        c.call(c.injure.SetFaultAll, req)
+        return Result("fault set on all methods")
+    _do(ctx, op)
 
 
 @cli.command()
 @click.argument("methods", nargs=-1, type=click.Choice(COMPAT_METHODS), metavar="[METHOD...]")
-@pass_client
-def recover(c: Client, methods: tuple) -> None:
+@click.pass_context
+def recover(ctx: click.Context, methods: tuple) -> None:
     """Clear 0.9 faults of METHODS (RecoverMethod), or everything (RecoverAll)."""
-    if methods:
-        c.call(c.injure.RecoverMethod, injure_pb2.Request(methods=list(methods)))
-        click.echo(f"recovered {', '.join(methods)}")
-    else:
+    def op(c: Client) -> Result:
+        if methods:
+            c.call(c.injure.RecoverMethod, injure_pb2.Request(methods=list(methods)))
+            return Result(f"recovered {', '.join(methods)}")
         c.call(c.injure.RecoverAll, empty_pb2.Empty())
-        click.echo("recovered all")
+        return Result("recovered all")
+    _do(ctx, op)
 
 
 @cli.command()
-@pass_client
 @click.pass_context
-def injected(ctx: click.Context, c: Client) -> None:
+def injected(ctx: click.Context) -> None:
     """Whether any fault is set (exit 0 either way)."""
-    v = c.call(c.injure.Injected, empty_pb2.Empty()).injected
-    _emit(ctx, {"injected": v}, lambda: click.echo("injected" if v else "clean"))
+    def op(c: Client) -> Result:
+        v = c.call(c.injure.Injected, empty_pb2.Empty()).injected
+        return Result("injected" if v else "clean", {"injected": v})
+    _do(ctx, op)
 
 
 # ---- chaosfs.v1 rules --------------------------------------------------------------------
@@ -202,22 +250,23 @@ def _describe(r: Any) -> str:
 
 
 @cli.command()
-@pass_client
 @click.pass_context
-def rules(ctx: click.Context, c: Client) -> None:
+def rules(ctx: click.Context) -> None:
     """List every rule (both APIs)."""
-    resp = c.call(c.faults.ListRules, faults_pb2.ListRulesRequest())
-    data = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in resp.rules]
-
-    def human() -> None:
+    def op(c: Client) -> Result:
+        resp = c.call(c.faults.ListRules, faults_pb2.ListRulesRequest())
+        data = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in resp.rules]
         if not resp.rules:
-            click.echo("no rules")
-            return
-        _table([[r.id, ",".join(r.methods) or "*", (r.path or "*") + (" (glob)" if r.path_kind else ""),
-                 f"{r.probability:g}%", _describe(r), str(r.hits),
-                 f"{r.expires_in:.1f}s" if r.expires_in else "-"] for r in resp.rules],
-               ["ID", "METHODS", "PATH", "PROB", "ACTIONS", "HITS", "TTL"])
-    _emit(ctx, data, human)
+            return Result("no rules", data)
+        text = _table([[r.id, ",".join(r.methods) or "*",
+                        (r.path or "*") + (" (glob)" if r.path_kind else ""),
+                        f"{r.probability:g}%", _describe(r), str(r.hits),
+                        f"{r.expires_in:.1f}s" if r.expires_in else "-"] for r in resp.rules],
+                      ["ID", "METHODS", "PATH", "PROB", "ACTIONS", "HITS", "TTL"])
+        summary = f"{len(resp.rules)} rule(s): " + ", ".join(
+            f"{r.id} [{_describe(r)}] hits {r.hits}" for r in resp.rules)
+        return Result(text, data, summary=summary)
+    _do(ctx, op)
 
 
 @cli.command()
@@ -237,9 +286,8 @@ def rules(ctx: click.Context, c: Client) -> None:
 @click.option("--short", type=float, default=0.0, help="read/write only this fraction of the request")
 @click.option("--ttl", type=float, default=0.0, help="remove the rule after SECONDS")
 @click.option("--max-hits", type=int, default=0, help="remove the rule after firing N times")
-@pass_client
 @click.pass_context
-def add(ctx: click.Context, c: Client, rule_id: str, methods: tuple, path: str, glob_: bool,
+def add(ctx: click.Context, rule_id: str, methods: tuple, path: str, glob_: bool,
         probability: float, errno_: int, random_errno: bool, delay: int, jitter: int,
         corrupt: Optional[str], corrupt_length: int, corrupt_occurrences: int, short: float,
         ttl: float, max_hits: int) -> None:
@@ -262,55 +310,64 @@ def add(ctx: click.Context, c: Client, rule_id: str, methods: tuple, path: str, 
         rule.corrupt.occurrences = corrupt_occurrences
     if short:
         rule.short.fraction = short
-    resp = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule))
-    bypassed = list(resp.bypassed_paths)
-
-    def text() -> None:
-        click.echo(resp.id)
-        if bypassed:
-            click.echo(f"warning: {len(bypassed)} open file(s) bypass this rule until reopened "
-                       f"(kernel passthrough): {', '.join(bypassed)}", err=True)
-    _emit(ctx, {"id": resp.id, "bypassed_paths": bypassed}, text)
+    def op(c: Client) -> Result:
+        resp = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule))
+        bypassed = list(resp.bypassed_paths)
+        warning = (f"warning: {len(bypassed)} open file(s) bypass this rule until reopened "
+                   f"(kernel passthrough): {', '.join(bypassed)}") if bypassed else ""
+        return Result(resp.id, {"id": resp.id, "bypassed_paths": bypassed},
+                      summary=f"rule {resp.id} added" + (f" ({warning})" if warning else ""),
+                      warning=warning)
+    _do(ctx, op)
 
 
 @cli.command()
 @click.argument("ids", nargs=-1, required=True)
-@pass_client
-def rm(c: Client, ids: tuple) -> None:
+@click.pass_context
+def rm(ctx: click.Context, ids: tuple) -> None:
     """Remove rules by id (all or none)."""
-    n = c.call(c.faults.RemoveRule, faults_pb2.RemoveRuleRequest(ids=list(ids))).removed
-    click.echo(f"removed {n}")
+    def op(c: Client) -> Result:
+        n = c.call(c.faults.RemoveRule, faults_pb2.RemoveRuleRequest(ids=list(ids))).removed
+        return Result(f"removed {n}")
+    _do(ctx, op)
 
 
 @cli.command()
-@pass_client
-def clear(c: Client) -> None:
+@click.pass_context
+def clear(ctx: click.Context) -> None:
     """Remove every rule (same as `recover`)."""
-    n = c.call(c.faults.Clear, faults_pb2.ClearRequest()).removed
-    click.echo(f"removed {n}")
+    def op(c: Client) -> Result:
+        n = c.call(c.faults.Clear, faults_pb2.ClearRequest()).removed
+        return Result(f"removed {n}")
+    _do(ctx, op)
 
 
 @cli.command()
 @click.option("--reset", is_flag=True, help="zero the operation counters after reading")
-@pass_client
 @click.pass_context
-def stats(ctx: click.Context, c: Client, reset: bool) -> None:
+def stats(ctx: click.Context, reset: bool) -> None:
     """Rule hit counts and per-operation counts and latencies."""
-    resp = c.call(c.faults.Stats, faults_pb2.StatsRequest(reset=reset))
-    data = json_format.MessageToDict(resp, preserving_proto_field_name=True)
-
-    def human() -> None:
+    def op(c: Client) -> Result:
+        resp = c.call(c.faults.Stats, faults_pb2.StatsRequest(reset=reset))
+        data = json_format.MessageToDict(resp, preserving_proto_field_name=True)
+        text = ""
         if resp.rules:
-            _table([[r.id, str(r.hits)] for r in resp.rules], ["RULE", "HITS"])
-            click.echo()
-        _table([[m.method, str(m.count), str(m.errors), f"<{_fmt_us(m.p50_us)}", f"<{_fmt_us(m.p99_us)}"]
-                for m in resp.methods], ["METHOD", "OPS", "ERRORS", "P50", "P99"])
-    _emit(ctx, data, human)
+            text = _table([[r.id, str(r.hits)] for r in resp.rules], ["RULE", "HITS"]) + "\n\n"
+        text += _table([[m.method, str(m.count), str(m.errors), f"<{_fmt_us(m.p50_us)}",
+                         f"<{_fmt_us(m.p99_us)}"] for m in resp.methods],
+                       ["METHOD", "OPS", "ERRORS", "P50", "P99"])
+        summary = (f"{sum(m.count for m in resp.methods)} ops, "
+                   f"{sum(m.errors for m in resp.methods)} errors; rule hits: "
+                   + (", ".join(f"{r.id} {r.hits}" for r in resp.rules) or "none"))
+        return Result(text, data, summary=summary)
+    _do(ctx, op)
 
 
 def main() -> None:
     try:
-        cli.main(prog_name="chaosfs-ctl", standalone_mode=False)
+        rc = cli.main(prog_name="chaosfs-ctl", standalone_mode=False)
+        if isinstance(rc, int) and rc:  # ctx.exit(n) under standalone_mode=False
+            sys.exit(rc)
     except click.UsageError as e:
         click.echo(f"chaosfs-ctl: {e.format_message()}", err=True)
         sys.exit(2)

@@ -1,0 +1,145 @@
+"""Prometheus metrics of one chaosfs daemon (`-metrics-addr`), read at scrape time.
+
+Nothing here runs per FUSE request: the collector reads what the gate and the rule table
+already keep (the same numbers as the `Stats` RPC) when Prometheus asks, so turning metrics
+on costs the I/O path nothing.
+
+What the gate keeps, and so what can be exported:
+- per method: operations, failed operations, and a latency histogram of 32 log2 µs buckets
+  (bucket b: below 2**b µs). It keeps no latency sum, so the histogram has no `_sum`/`_count`
+  (`chaosfs_operations_total` is the count); quantiles work from the buckets.
+- per rule: how often it fired. A rule's hits are the faults it injected; they are exported
+  once per action the rule carries (a rule with errno and delay adds one hit to both).
+- The gate counts a failed operation without saying whether a rule or the backing file
+  system produced the error, and that counter lives in `chaosfs/faults/_gate.pyx`, so the
+  backing-fs errors cannot be told apart here: `chaosfs_operation_errors_total` is both, and
+  `chaosfs_injected_faults_total{action="errno"}` is the injected part per rule (a rule may
+  span methods, so a per-method difference would be a guess; none is exported).
+- Requests the `-transport=cython` C workers answer themselves (no rule can touch the file)
+  are not counted by the gate (no shared counter on that path), as in `Stats`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
+
+from chaosfs import __version__
+from chaosfs.faults.engine import FaultEngine
+from chaosfs.faults.methods import ALL_METHODS
+from chaosfs.faults.rules import Rule
+
+log = logging.getLogger("chaosfs.metrics")
+
+N_BUCKETS = 32
+# Upper bounds of the gate's buckets in seconds; the last bucket also takes everything
+# longer (the gate stops counting up there), so it becomes +Inf.
+BUCKET_BOUNDS = [str((1 << b) / 1e6) for b in range(N_BUCKETS - 1)] + ["+Inf"]
+
+
+def rule_actions(r: Rule) -> list[str]:
+    acts = []
+    if r.errno or r.random_errno:
+        acts.append("errno")
+    if r.delay_us or r.jitter_us:
+        acts.append("delay")
+    if r.corrupt is not None:
+        acts.append("corrupt")
+    if r.short:
+        acts.append("short")
+    return acts or ["none"]
+
+
+class SidecarCollector(Collector):
+    def __init__(self, engine: FaultEngine, transport: str = "") -> None:
+        self.engine = engine
+        self.transport = transport
+
+    def collect(self) -> Iterator:
+        info = GaugeMetricFamily("chaosfs_info", "chaosfs version and FUSE transport (always 1)",
+                                 labels=["version", "transport"])
+        info.add_metric([__version__, self.transport], 1)
+        yield info
+
+        ops = CounterMetricFamily("chaosfs_operations", "FUSE operations served, per method",
+                                  labels=["method"])
+        errs = CounterMetricFamily("chaosfs_operation_errors",
+                                   "operations answered with an error, per method (injected "
+                                   "and backing-fs errors together)", labels=["method"])
+        lat = HistogramMetricFamily("chaosfs_operation_duration_seconds",
+                                    "operation latency as chaosfs served it (fault delays "
+                                    "included), per method", labels=["method"])
+        for mid, (count, errors, hist) in sorted(self.engine.gate.stats().items()):
+            if mid >= len(ALL_METHODS):
+                continue
+            name = ALL_METHODS[mid]
+            ops.add_metric([name], count)
+            errs.add_metric([name], errors)
+            cum, buckets = 0, []
+            for bound, n in zip(BUCKET_BOUNDS, hist):
+                cum += n
+                buckets.append((bound, cum))
+            lat.add_metric([name], buckets, None)
+        yield ops
+        yield errs
+        yield lat
+
+        rules = self.engine.rules()
+        hits = CounterMetricFamily("chaosfs_injected_faults",
+                                   "faults injected, per rule and action (a series lives as "
+                                   "long as its rule)", labels=["rule", "action", "origin"])
+        active = GaugeMetricFamily("chaosfs_active_rules", "rules in the table, per API",
+                                   labels=["origin"])
+        per_origin: dict[str, int] = {"injure": 0, "v1": 0}
+        for r in rules:
+            n = self.engine.hits(r)
+            for act in rule_actions(r):
+                hits.add_metric([r.id, act, r.origin], n)
+            per_origin[r.origin] = per_origin.get(r.origin, 0) + 1
+        for origin, n in sorted(per_origin.items()):
+            active.add_metric([origin], n)
+        yield hits
+        yield active
+
+
+class MetricsServer:
+    """`/metrics` over HTTP on its own thread. `__init__` binds (raising OSError with the
+    errno's text), so a busy port is refused before anything is mounted."""
+
+    def __init__(self, engine: FaultEngine, host: str, port: int, transport: str = "") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SidecarCollector(engine, transport))
+        handler = MetricsHandler.factory(self.registry)
+        server_cls = ThreadingHTTPServer
+        if ":" in host:
+            import socket
+
+            class V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+            server_cls = V6
+        try:
+            self.httpd = server_cls((host, port), handler)
+        except OSError as e:
+            raise OSError(f"cannot listen on port {port}: {e.strerror}") from None
+        self.httpd.daemon_threads = True  # a slow scraper never holds up the exit
+        self.port = self.httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="metrics", daemon=True)
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", self.httpd.server_address[0], self.port)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(2)
+            self._thread = None
+        self.httpd.server_close()

@@ -1,0 +1,48 @@
+"""`chaosfs-controller run` as a real process: bad listener flags give one line and exit 2
+before anything talks to a cluster; a busy metrics port too."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": "/nonexistent"}
+    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--metrics-addr", "nope"], "--metrics-addr 'nope': missing port"),
+    (["--metrics-addr", ":99999"], "--metrics-addr ':99999': bad port"),
+    (["--health-addr", "[::1:80"], "--health-addr"),
+])
+def test_bad_listener_flags(args: list[str], needle: str) -> None:
+    p = run("run", *args)
+    assert p.returncode == 2, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert needle in line and "Traceback" not in p.stderr
+
+
+def test_busy_metrics_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        p = run("run", f"--metrics-addr=127.0.0.1:{s.getsockname()[1]}")
+    assert p.returncode == 2, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert "--metrics-addr" in line and "in use" in line
+
+
+def test_no_cluster_config_is_one_line() -> None:
+    p = run("run")
+    assert p.returncode == 1, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert "no Kubernetes configuration" in line
