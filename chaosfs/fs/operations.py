@@ -333,6 +333,18 @@ class FsOperations(pyfuse3.Operations):
         gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
         return ctx.uid, gid
 
+    def _own_new_file(self, fd: int, parent: Node, ctx: Any) -> os.stat_result:
+        """A file just created through `fd` belongs to the caller (create, O_TMPFILE)."""
+        uid, gid = self._owner(parent, ctx)
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                # chown(2) cleared the set-id bits the creator asked for.
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            st = os.fstat(fd)
+        return st
+
     def _chown_new(self, parent: Node, name: bytes, ctx: Any, mode: int = 0) -> None:
         uid, gid = self._owner(parent, ctx)
         pfd = self.inodes.fd(parent)
@@ -610,14 +622,7 @@ class FsOperations(pyfuse3.Operations):
         fd = os.open(name, (flags & ~(os.O_DIRECT | os.O_NOCTTY)) | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                      mode & ~ctx.umask, dir_fd=pfd)
         try:
-            uid, gid = self._owner(parent, ctx)
-            st = os.fstat(fd)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.fchown(fd, uid, gid)
-                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                    # chown(2) cleared the set-id bits the creator asked for.
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                st = os.fstat(fd)
+            st = self._own_new_file(fd, parent, ctx)
             node = self.inodes.remember(parent, name, st)
         except BaseException:
             os.close(fd)
@@ -644,13 +649,7 @@ class FsOperations(pyfuse3.Operations):
                      (flags & ~(os.O_DIRECT | os.O_NOCTTY | os.O_CREAT)) | os.O_TMPFILE | os.O_CLOEXEC,
                      mode & ~ctx.umask)
         try:
-            uid, gid = self._owner(parent, ctx)
-            st = os.fstat(fd)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.fchown(fd, uid, gid)
-                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                st = os.fstat(fd)
+            st = self._own_new_file(fd, parent, ctx)
             # The node's pin comes from the open itself: it has no name to be found by.
             node = self.inodes.remember(parent, b"", st, os.open(proc_path(fd), os.O_PATH | os.O_CLOEXEC))
         except BaseException:
