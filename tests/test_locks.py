@@ -1,7 +1,7 @@
 """POSIX record locks and BSD flock() through the mount.
 
 -transport=cython negotiates FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS and holds the locks on
-the backing files (chaosfs/fs/locks.py), so they hold across processes, against programs
+the backing files (chaosfs/transport/devfuse_locks.h), so they hold across processes, against programs
 using the backing directory directly, and lock rules fire. Under -transport=pyfuse3 the
 kernel keeps them local: still real between processes using the mount.
 """

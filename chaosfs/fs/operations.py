@@ -169,12 +169,9 @@ class FsOperations(pyfuse3.Operations):
             gate.match(node)
         return any(r.touches(methods) for r in node.matched)
 
-    def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = node.ino
-        e.generation = 0
-        e.entry_timeout = self.cache.entry_timeout
-        e.attr_timeout = self.cache.attr_timeout
+    def _timeouts(self, node: Node) -> tuple[float, float]:
+        """(entry, attribute) cache timeouts the kernel gets for this node."""
+        entry, attr = self.cache.entry_timeout, self.cache.attr_timeout
         if self.gate.active and self._rules_touch(node, ATTR_METHODS):
             # Uncached only as far as the rule needs, so it fires once per syscall as on a
             # disk: a lookup rule sees every walk to the name; a getattr rule sees every
@@ -182,9 +179,16 @@ class FsOperations(pyfuse3.Operations):
             # default_permissions every walk through it re-reads them with the same GETATTR
             # a stat sends, and a rule on `dir` must not fire (or fail) for `dir/file`.
             if self._rules_touch(node, LOOKUP_METHODS):
-                e.entry_timeout = 0.0
+                entry = 0.0
             if not node.is_dir and self._rules_touch(node, GETATTR_METHODS):
-                e.attr_timeout = 0.0
+                attr = 0.0
+        return entry, attr
+
+    def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = node.ino
+        e.generation = 0
+        e.entry_timeout, e.attr_timeout = self._timeouts(node)
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid
@@ -260,8 +264,7 @@ class FsOperations(pyfuse3.Operations):
         # AT_STATX_* sync flags pass through; the backing fs answers for its own caches
         sx = _hot.statx_fd(fd, mask | 0x7ff, flags & 0x6000)  # STATX_BASIC_STATS
         sx = sx[:7] + (node.ino,) + sx[8:]
-        timeout = self._entry(node, os.fstat(fd)).attr_timeout if self.gate.active else self.cache.attr_timeout
-        return sx, timeout
+        return sx, self._timeouts(node)[1]
 
     @fuse_op("truncate", counted_as=setattr_methods)
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Optional[int], ctx: Any) -> pyfuse3.EntryAttributes:
