@@ -602,6 +602,11 @@ cdef class DevFuseTransport:
             applicable = [r for r in rules if r.applies(mid)]
             if applicable and all(_c_decidable(r) for r in applicable):
                 in_c |= bit
+        if not in_c and not (mask & DF_HOT_ALL):
+            # Nothing a worker may do for this open: no view sends everything to Python
+            # (and opens made while no rule exists cost no allocation).
+            df_view_publish(&self.s.gate, fh, NULL)
+            return
         if in_c:
             picked = [r for r in rules if any(r.applies(mid) for bit, mid in _HOT_IDS if in_c & bit)]
         cdef df_view *v = <df_view *>calloc(1, sizeof(df_view) + len(picked) * sizeof(df_crule))
