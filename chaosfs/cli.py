@@ -41,6 +41,7 @@ def flagset() -> FlagSet:
         Flag("tls-key", "private key for -tls-cert (PEM)"),
         Flag("tls-client-ca", "require client certificates signed by this CA (mTLS)"),
         Flag("token-file", "require `authorization: Bearer <token>` on every RPC but health"),
+        Flag("power-loss-dir", "where an armed power-loss experiment keeps old data and removed files: on -original's file system, outside it (default: beside it, .chaosfs-power-loss.<name>)", "", env="CHAOSFS_POWER_LOSS_DIR"),
         Flag("metrics-addr", "serve Prometheus metrics at http://HOST:PORT/metrics (:PORT = all interfaces; default: off)", "", env="CHAOSFS_METRICS_ADDR"),
     ):
         fs.add(f)

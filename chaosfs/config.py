@@ -41,6 +41,7 @@ class Config:
     # Prometheus /metrics listener; None = off (0.9's command line serves none)
     metrics_host: Optional[str] = None
     metrics_port: int = 0
+    power_loss_dir: str = ""  # "" = beside -original (chaosfs.fs.power)
 
     @property
     def addr(self) -> str:
@@ -140,6 +141,10 @@ def parse_hot(text: str) -> str:
     return text
 
 
+def _inside(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
 def validate(values: dict) -> Config:
     """Check the flags' values against each other; touches nothing on the host (the
     directories, the pidfile's directory and /dev/fuse are checked by daemon.prepare)."""
@@ -166,6 +171,9 @@ def validate(values: dict) -> Config:
         raise ConfigError("-passthrough needs -fuse-hooks (the default)")
     if values["fuse_uring"] == "on" and values["transport"] != "cython":
         raise ConfigError("-fuse-uring=on needs -transport=cython")
+    pl = values.get("power_loss_dir") or ""
+    if pl and _inside(os.path.abspath(pl), os.path.abspath(values["original"])):
+        raise ConfigError(f"-power-loss-dir {pl}: inside -original (the app would see it)")
     if values["tls_client_ca"] and not values["tls_cert"]:
         raise ConfigError("-tls-client-ca needs -tls-cert and -tls-key")
     for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
@@ -182,4 +190,5 @@ def validate(values: dict) -> Config:
         fuse_threads=values["fuse_threads"], fuse_uring=values["fuse_uring"], tls_cert=values["tls_cert"],
         tls_key=values["tls_key"], tls_client_ca=values["tls_client_ca"], token_file=values["token_file"],
         metrics_host=metrics_host, metrics_port=metrics_port,
+        power_loss_dir=os.path.abspath(values["power_loss_dir"]) if values.get("power_loss_dir") else "",
     )

@@ -133,7 +133,8 @@ async def _reaper(engine: FaultEngine) -> None:
             await trio.to_thread.run_sync(engine.remove, dead, True)
 
 
-async def _serve(cfg: Config, engine: FaultEngine, plane, transport, stopping: list) -> None:
+async def _serve(cfg: Config, engine: FaultEngine, plane, transport, stopping: list, power) -> None:
+    power.token = trio.lowlevel.current_trio_token()
     async with trio.open_nursery() as nursery:
         async def fuse_loop() -> None:
             try:
@@ -174,6 +175,7 @@ async def _after_start(transport) -> None:
 
 def run(cfg: Config) -> int:
     from chaosfs.control.server import ControlPlane
+    from chaosfs.fs.power import PowerLoss
     try:
         cfg = prepare(cfg)
         claim_pidfile(cfg.pidfile)
@@ -188,9 +190,10 @@ def run(cfg: Config) -> int:
         passthrough=cfg.passthrough != "off", transport=transport)
     engine = FaultEngine(ops.gate, ops.rules_changed)
     engine.never_fire = transport.never_fire
+    power = PowerLoss(ops, engine, cfg.original, cfg.power_loss_dir)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
-                             tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file)
+                             tls_client_ca=cfg.tls_client_ca, token_file=cfg.token_file, power=power)
     except (OSError, ValueError) as e:
         print(f"chaosfs: -addr {cfg.addr}: {e}", file=sys.stderr)
         return 2
@@ -225,7 +228,7 @@ def run(cfg: Config) -> int:
         return 1
     rc = 0
     try:
-        trio.run(_serve, cfg, engine, plane, transport, stopping)
+        trio.run(_serve, cfg, engine, plane, transport, stopping, power)
         if not stopping:
             log.warning("the kernel ended the FUSE session (unmounted from outside?)")
     except BaseException:
@@ -245,6 +248,7 @@ def run(cfg: Config) -> int:
         plane.stop(0.5)
         if metrics is not None:
             metrics.stop()
+        power.close()
         remove_pidfile(cfg.pidfile)
         watchdog.cancel()
         log.info("stopped in %.2fs", time.monotonic() - t0)

@@ -290,7 +290,7 @@ class ControlPlane:
 
     def __init__(self, engine: FaultEngine, host: str, port: int, *, tls_cert: Optional[str] = None,
                  tls_key: Optional[str] = None, tls_client_ca: Optional[str] = None,
-                 token_file: Optional[str] = None, workers: int = 4) -> None:
+                 token_file: Optional[str] = None, workers: int = 4, power: Any = None) -> None:
         self.engine = engine
         interceptors = []
         if token_file:
@@ -304,14 +304,17 @@ class ControlPlane:
                                   options=[("grpc.so_reuseport", 0)])
         add_service(self.server, InjureService(engine), injure_pb2.DESCRIPTOR, "Injure")
         add_service(self.server, FaultsService(engine), faults_pb2.DESCRIPTOR, "Faults")
+        services = ["injure.Injure", "chaosfs.v1.Faults"]
+        if power is not None:
+            from chaosfs.control.powerloss import PowerLossService
+            from chaosfs.proto import powerloss_pb2
+            add_service(self.server, PowerLossService(power), powerloss_pb2.DESCRIPTOR, "PowerLoss")
+            services.append("chaosfs.v1.PowerLoss")
+        self.services = services
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = (
-            injure_pb2.DESCRIPTOR.services_by_name["Injure"].full_name,
-            faults_pb2.DESCRIPTOR.services_by_name["Faults"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        )
+        names = (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -342,7 +345,7 @@ class ControlPlane:
 
     def _set_health(self, status: Any) -> None:
         self.health.set("", status)
-        for svc in ("injure.Injure", "chaosfs.v1.Faults"):
+        for svc in self.services:
             self.health.set(svc, status)
 
     def start(self) -> None:

@@ -183,6 +183,9 @@ class FaultEngine:
         self._on_change = on_change
         self._bypassed: dict[str, list[str]] = {}
         self.never_fire = NEVER_FIRE  # per transport; the daemon sets its transport's
+        # An armed power-loss model needs every write to reach its Python hooks: the gate
+        # stays active (so the C workers consult their views) while it is held.
+        self._held_active = False
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
@@ -247,7 +250,7 @@ class FaultEngine:
             if not r.slot:  # a rule new to the table: a fresh counter for the C workers
                 r.slot = next(self._slots)
                 g.reset_hits(r.slot)
-        if not rules:
+        if not rules and not self._held_active:
             g.active = False  # first: the hot path stops looking before the table empties
             g.matcher = build_matcher(())
             g.epoch += 1
@@ -255,6 +258,12 @@ class FaultEngine:
             g.matcher = build_matcher(rules)
             g.epoch += 1
             g.active = True
+
+    def hold_active(self, on: bool) -> None:
+        """Keep the gate active without rules (power-loss tracking), or stop doing so."""
+        with self._lock:
+            self._held_active = on
+            self._publish(self._rules)
 
     def add(self, rule: Rule) -> str:
         """Insert a new rule; an empty id gets a fresh `rN` that no caller-chosen id holds."""

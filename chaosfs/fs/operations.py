@@ -23,6 +23,7 @@ from pyfuse3 import FUSEError
 from chaosfs.faults._gate import FaultGate, Node, monotonic
 from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
 from chaosfs.fs import _hot
+from chaosfs.fs.durability import FALLOCATE, TRUNCATE, WRITE, Durability
 from chaosfs.fs.inodes import IO_CACHED, IO_PASSTHROUGH, IO_UNCOUNTED, Handle, InodeTable, proc_path
 from chaosfs.transport import Transport
 
@@ -32,6 +33,7 @@ HOT_BITS = ((METHOD_ID["read"], 1), (METHOD_ID["write"], 2), (METHOD_ID["flush"]
             (METHOD_ID["fsync"], 8), (METHOD_ID["getlk"], 16), (METHOD_ID["setlk"], 16),
             (METHOD_ID["setlkw"], 16))
 HOT_ALL = 31
+ARMED_BITS = 2 | 8  # write, fsync
 LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
@@ -134,6 +136,9 @@ class FsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
     passthrough = False  # -passthrough=unmatched (make_operations)
+    # The armed power-loss model (chaosfs.fs.power), or None: every change to the backing
+    # tree is told to it first.
+    durable: Optional[Durability] = None
 
     gate: FaultGate
     handles: dict[int, Handle]
@@ -224,6 +229,41 @@ class FsOperations(pyfuse3.Operations):
         node, st = self.inodes.lookup(parent, name)
         return self._entry(node, st)
 
+    def _made_entry(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
+        """The entry of a name just made (mknod, mkdir, symlink, link)."""
+        node, st = self.inodes.lookup(parent, name)
+        if self.durable is not None:
+            self.durable.created((parent.dev, parent.bino), self.inodes.fd(parent), name, st)
+        return self._entry(node, st)
+
+    def armed_data(self, node: Node, fd: int, kind: str, off: int = 0, length: int = 0,
+                   mode: int = 0) -> None:
+        """Tell the armed power-loss model about a data change before it is made. If the
+        old data cannot be kept the change still happens (the app is not to suffer) and
+        the cut will say it was not exact."""
+        d = self.durable
+        try:
+            d.data_op((node.dev, node.bino), fd, kind, off, length, mode)
+        except OSError as e:
+            d.lost_bytes += length
+            log.error("power-loss: cannot keep the old data of %s: %s (a cut will not be exact)",
+                      self.inodes.path_of(node) or "/", e.strerror)
+
+    def _removing(self, parent: Node, name: bytes, remove: Callable[[int], None]) -> None:
+        """unlink/rmdir, told to the armed power-loss model (which keeps what goes)."""
+        pfd = self.inodes.fd(parent)
+        d = self.durable
+        if d is None:
+            remove(pfd)
+            return
+        e = d.removing((parent.dev, parent.bino), pfd, name)
+        try:
+            remove(pfd)
+        except BaseException:
+            d.failed(e)
+            raise
+        d.done(e)
+
     @fuse_op("lookup")
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(parent_inode)
@@ -282,6 +322,8 @@ class FsOperations(pyfuse3.Operations):
             await self._fault("utimens", node)
 
         if fields.update_size:
+            if self.durable is not None and not node.is_dir and not node.is_link:
+                self.armed_data(node, fd, TRUNCATE, 0, attr.st_size)
             if fh is not None:
                 os.ftruncate(self._handle(fh).fd, attr.st_size)
             else:
@@ -365,7 +407,7 @@ class FsOperations(pyfuse3.Operations):
         await self._fault_name("mknod", parent, name)
         os.mknod(name, mode & ~ctx.umask, rdev, dir_fd=self.inodes.fd(parent))
         self._chown_new(parent, name, ctx, mode)
-        return self._new_entry(parent, name)
+        return self._made_entry(parent, name)
 
     @fuse_op("mkdir")
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -379,7 +421,7 @@ class FsOperations(pyfuse3.Operations):
             # mkdir(2) inherits S_ISGID from the parent; our chown above cleared it.
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             os.chmod(name, stat.S_IMODE(st.st_mode) | stat.S_ISGID, dir_fd=pfd)
-        return self._new_entry(parent, name)
+        return self._made_entry(parent, name)
 
     @fuse_op("symlink")
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -391,7 +433,7 @@ class FsOperations(pyfuse3.Operations):
                 await v.apply_plain()
         os.symlink(target, name, dir_fd=self.inodes.fd(parent))
         self._chown_new(parent, name, ctx)
-        return self._new_entry(parent, name)
+        return self._made_entry(parent, name)
 
     @fuse_op("link")
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -401,7 +443,7 @@ class FsOperations(pyfuse3.Operations):
         await self._fault_name("link", parent, new_name)
         os.link(proc_path(self.inodes.fd(node)), new_name,
                 dst_dir_fd=self.inodes.fd(parent), follow_symlinks=True)
-        return self._new_entry(parent, new_name)
+        return self._made_entry(parent, new_name)
 
     def _pin(self, parent: Node, name: bytes) -> None:
         """Before a name goes away, make sure a known node keeps an fd to its inode, so an
@@ -422,13 +464,13 @@ class FsOperations(pyfuse3.Operations):
         parent = self.inodes.get(parent_inode)
         await self._fault_name("unlink", parent, name)
         self._pin(parent, name)
-        os.unlink(name, dir_fd=self.inodes.fd(parent))
+        self._removing(parent, name, lambda pfd: os.unlink(name, dir_fd=pfd))
 
     @fuse_op("rmdir")
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         parent = self.inodes.get(parent_inode)
         await self._fault_name("rmdir", parent, name)
-        os.rmdir(name, dir_fd=self.inodes.fd(parent))
+        self._removing(parent, name, lambda pfd: os.rmdir(name, dir_fd=pfd))
 
     @fuse_op("rename")
     async def rename(self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes,
@@ -442,7 +484,18 @@ class FsOperations(pyfuse3.Operations):
         other = self._known_at(nfd, name_new)
         if other is not None and not flags & pyfuse3.RENAME_EXCHANGE:
             self._pin(pnew, name_new)
-        _hot.rename2(ofd, name_old, nfd, name_new, flags)
+        d = self.durable
+        if d is None:
+            _hot.rename2(ofd, name_old, nfd, name_new, flags)
+        else:
+            e = d.renaming((pold.dev, pold.bino), ofd, name_old, (pnew.dev, pnew.bino), nfd,
+                           name_new, flags)
+            try:
+                _hot.rename2(ofd, name_old, nfd, name_new, flags)
+            except BaseException:
+                d.failed(e)
+                raise
+            d.done(e)
         if moved is not None:
             moved.parent, moved.name = pnew, name_new
         if other is not None and flags & pyfuse3.RENAME_EXCHANGE:
@@ -469,7 +522,8 @@ class FsOperations(pyfuse3.Operations):
         fi.direct_io = bool(flags & os.O_DIRECT)
         h = Handle(fd, node)
         data_rule = self.gate.active and self._rules_touch(node, DATA_METHODS)
-        if (self.passthrough and not fi.direct_io and self.transport.passthrough_active()
+        if (self.passthrough and self.durable is None and not fi.direct_io
+                and self.transport.passthrough_active()
                 and (node.pt_opens or not (data_rule or node.cached_opens))
                 and self._passthrough(h)):
             # The kernel reads and writes the backing file itself. If a read/write rule
@@ -516,6 +570,8 @@ class FsOperations(pyfuse3.Operations):
                 for mid, bit in HOT_BITS:
                     if any(r.applies(mid) for r in node.matched):
                         touched |= bit
+                if self.durable is not None:
+                    touched |= ARMED_BITS  # the power-loss hooks see every write and fsync
                 mask = HOT_ALL & ~touched
             self.transport.set_hot(h.fd, mask, node.matched if gate.active else ())
             if gate.epoch == epoch:
@@ -604,6 +660,8 @@ class FsOperations(pyfuse3.Operations):
         kill = flags & os.O_TRUNC and self.transport.take_kill(inode)
         node = self.inodes.get(inode)
         await self._fault("open", node)
+        if flags & os.O_TRUNC and self.durable is not None and not node.is_dir:
+            self.armed_data(node, self.inodes.fd(node), TRUNCATE, 0, 0)
         fd = os.open(proc_path(self.inodes.fd(node)), (flags & ~OPEN_STRIP) | os.O_CLOEXEC)
         if kill:
             try:
@@ -635,6 +693,8 @@ class FsOperations(pyfuse3.Operations):
                 self.inodes.fd(node)
             except (OSError, FUSEError):
                 pass
+        if self.durable is not None:
+            self.durable.created((parent.dev, parent.bino), pfd, name, st)
         entry = self._entry(node, st)
         return self._file_info(fd, node, flags), entry
 
@@ -664,6 +724,8 @@ class FsOperations(pyfuse3.Operations):
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         h = self._handle(fh)
         await self._fault("allocate", h.node)
+        if self.durable is not None:
+            self.armed_data(h.node, h.fd, FALLOCATE, offset, length, mode)
         _hot.fallocate_fd(h.fd, mode, offset, length)
 
     @fuse_op("lseek")
@@ -684,6 +746,8 @@ class FsOperations(pyfuse3.Operations):
             # The kernel then copies with read and write requests, which the rules see in
             # full (corrupt and short included).
             raise FUSEError(errno.EOPNOTSUPP)
+        if self.durable is not None:
+            self.armed_data(dst.node, dst.fd, WRITE, off_out, length)
         return os.copy_file_range(src.fd, dst.fd, length, off_in, off_out)
 
     # ---- locks (the cython transport negotiates POSIX and BSD locks and holds them on the
@@ -776,7 +840,11 @@ class FsOperations(pyfuse3.Operations):
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         h = self._handle(fh, is_dir=True)
         await self._fault("fsyncdir", h.node)
+        d = self.durable
+        mark = d.seq if d is not None else 0
         await trio.to_thread.run_sync(os.fsync, h.fd)
+        if d is not None and self.durable is d:
+            d.dir_synced((h.node.dev, h.node.bino), mark)
 
     # ---- extended attributes ------------------------------------------------------------
 
