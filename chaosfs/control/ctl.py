@@ -11,7 +11,8 @@ import grpc
 from google.protobuf import empty_pb2, json_format
 
 from chaosfs.faults.methods import ALL_METHODS, COMPAT_METHODS
-from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
+from chaosfs.proto import (faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc, powerloss_pb2,
+                           powerloss_pb2_grpc)
 
 _UNITS = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
 
@@ -50,16 +51,19 @@ class Client:
             self.channel = grpc.insecure_channel(addr)
         self.injure = injure_pb2_grpc.InjureStub(self.channel)
         self.faults = faults_pb2_grpc.FaultsStub(self.channel)
+        self.power = powerloss_pb2_grpc.PowerLossStub(self.channel)
 
-    def call(self, fn: Callable, request: Any) -> Any:
+    def call(self, fn: Callable, request: Any, timeout: Optional[float] = None) -> Any:
         try:
-            return fn(request, timeout=self.timeout, metadata=self.metadata)
+            return fn(request, timeout=timeout or self.timeout, metadata=self.metadata)
         except grpc.RpcError as e:
             code = e.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 msg = f"cannot reach chaosfs at {self.addr}: {code.name.lower()}"
             elif code == grpc.StatusCode.INVALID_ARGUMENT:
                 msg = f"rejected: {e.details()}"
+            elif code == grpc.StatusCode.FAILED_PRECONDITION:
+                msg = f"refused: {e.details()}"
             else:
                 msg = f"{code.name}: {e.details()}"
             raise click.ClickException(msg) from None
@@ -360,6 +364,136 @@ def stats(ctx: click.Context, reset: bool) -> None:
                    f"{sum(m.errors for m in resp.methods)} errors; rule hits: "
                    + (", ".join(f"{r.id} {r.hits}" for r in resp.rules) or "none"))
         return Result(text, data, summary=summary)
+    _do(ctx, op)
+
+
+# ---- power loss (chaosfs.v1.PowerLoss) -----------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+class Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _SIZE_UNITS or float(m.group(1)) <= 0:
+            self.fail(f"{value!r} is not a size (e.g. 512MiB, 2G, 1048576)", param, ctx)
+        return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def _status_text(st: Any) -> tuple[str, str]:
+    if not st.armed:
+        text = "not armed"
+    else:
+        t = st.tracked
+        text = (f"armed ({t.model} model, {t.armed_seconds:.0f} s): {t.files} file(s) with "
+                f"{t.unsynced_bytes} unsynced byte(s) in {t.data_ops} op(s), {t.dir_entries} "
+                f"directory entr{'y' if t.dir_entries == 1 else 'ies'} not durable; undo "
+                f"{t.undo_bytes}/{t.max_undo_bytes} bytes")
+        if t.undo_overflow_bytes:
+            text += f"; OVERFLOW: {t.undo_overflow_bytes} bytes of old data not kept (a cut will be inexact)"
+    tot = st.totals
+    if tot.cuts:
+        text += (f"\n{tot.cuts} cut(s) so far: {tot.bytes_dropped} bytes dropped, "
+                 f"{tot.files_rolled_back} file(s) rolled back, {tot.entries_undone} entr(ies) undone")
+    return text, text.splitlines()[0]
+
+
+def _cut_text(r: Any) -> str:
+    lines = [f"power cut: {len(r.files)} file(s) rolled back, {r.bytes_dropped} unsynced byte(s) "
+             f"dropped ({r.ops_dropped} op(s) dropped, {r.ops_kept} kept), {len(r.entries)} "
+             f"directory entr{'y' if len(r.entries) == 1 else 'ies'} undone, in {r.seconds:.3f} s"]
+    lines += [f"  data     {p}" for p in r.files]
+    lines += [f"  torn     {p}" for p in r.torn]
+    lines += [f"  entry    {e}" for e in r.entries]
+    lines += [f"  INEXACT  {e}" for e in r.inexact]
+    return "\n".join(lines)
+
+
+def _pb_dict(msg: Any) -> dict:
+    """A message as JSON-able values, 64-bit counters as numbers (protobuf's JSON mapping
+    would quote them), every field present."""
+    out: dict = {}
+    for f in msg.DESCRIPTOR.fields:
+        v = getattr(msg, f.name)
+        if f.message_type is not None:
+            if f.is_repeated:
+                out[f.name] = [_pb_dict(x) for x in v]
+            else:
+                out[f.name] = _pb_dict(v) if msg.HasField(f.name) else None
+        else:
+            out[f.name] = list(v) if f.is_repeated else v
+    return out
+
+
+@cli.group("power-loss")
+def power_loss() -> None:
+    """Power-loss experiments: arm, run the app, cut (lose what was never synced), disarm."""
+
+
+@power_loss.command("arm")
+@click.option("--max-undo", type=Size(), default="1GiB", show_default=True,
+              help="bound on the old data kept to undo unsynced overwrites")
+@click.option("--model", type=click.Choice(["posix", "journal"]), default="posix", show_default=True,
+              help="posix: an entry is durable once its directory is fsynced; journal: once any fsync follows it (ext4/xfs-like)")
+@click.pass_context
+def pl_arm(ctx: click.Context, max_undo: int, model: str) -> None:
+    """Start tracking what a page cache would still hold unsynced."""
+    req = powerloss_pb2.ArmRequest(max_undo_bytes=max_undo, model=powerloss_pb2.DurabilityModel.Value(model.upper()))
+
+    def op(c: Client) -> Result:
+        st = c.call(c.power.Arm, req)
+        return Result(f"armed ({model} model, undo bound {max_undo} bytes, in {st.workdir})", _pb_dict(st))
+    _do(ctx, op)
+
+
+@power_loss.command("status")
+@click.pass_context
+def pl_status(ctx: click.Context) -> None:
+    """What is tracked (files, bytes, directory entries) and what cuts dropped."""
+    def op(c: Client) -> Result:
+        st = c.call(c.power.Status, powerloss_pb2.StatusRequest())
+        text, summary = _status_text(st)
+        return Result(text, _pb_dict(st), summary=summary)
+    _do(ctx, op)
+
+
+@power_loss.command("cut")
+@click.option("--keep-probability", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="each unsynced write/truncate/fallocate survives with this probability (a disk cache reorders)")
+@click.option("--torn", is_flag=True, help="the last unsynced write of each file survives up to a random sector boundary")
+@click.option("--sector", type=click.Choice(["512", "4096"]), default="512", show_default=True, help="sector size for --torn")
+@click.option("--block", is_flag=True, help="requests during the cut wait instead of failing with EIO")
+@click.option("--hold", type=click.FloatRange(0.0, 3600.0), default=0.0, show_default=True,
+              help="seconds the mount stays cut after the rollback")
+@click.option("--seed", type=click.IntRange(0), default=None, help="same seed, same survivors")
+@click.pass_context
+def pl_cut(ctx: click.Context, keep_probability: float, torn: bool, sector: str, block: bool,
+           hold: float, seed: Optional[int]) -> None:
+    """Cut the power: roll the backing directory back to its last durable state."""
+    req = powerloss_pb2.CutRequest(keep_probability=keep_probability, torn=torn, sector=int(sector),
+                                   block=block, hold_seconds=hold)
+    if seed is not None:
+        req.seed = seed
+
+    def op(c: Client) -> Result:
+        r = c.call(c.power.Cut, req, timeout=max(c.timeout, hold + 60)).result
+        return Result(_cut_text(r), _pb_dict(r), summary=_cut_text(r).splitlines()[0])
+    _do(ctx, op)
+
+
+@power_loss.command("disarm")
+@click.pass_context
+def pl_disarm(ctx: click.Context) -> None:
+    """Stop tracking; the undo data is removed."""
+    def op(c: Client) -> Result:
+        was = c.call(c.power.Disarm, powerloss_pb2.DisarmRequest()).was_armed
+        return Result("disarmed" if was else "was not armed", {"was_armed": was})
     _do(ctx, op)
 
 

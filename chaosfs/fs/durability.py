@@ -409,15 +409,16 @@ class Durability:
         t0 = time.monotonic()
         rng = random.Random(opts.seed)
         rep = CutReport()
-        for t in list(self.files.values()):
-            if t.ops:
-                self._rollback_file(t, opts, rng, rep)
+        rolled = [t for t in self.files.values() if t.ops]
+        for t in rolled:
+            self._rollback_file(t, opts, rng, rep)
         for e in reversed(self.journal):
             if not self._durable(e):
                 try:
                     self._undo_entry(e, rep)
                 except OSError as err:
                     rep.inexact.append(f"{e.kind} {self._slot(e.parent, e.name)}: {err.strerror}")
+        rep.files = sorted(self._path(t.fd) for t in rolled)  # the names they have now
         for t in list(self.files.values()):
             self._close_track(t)
         self.files.clear()
@@ -479,7 +480,6 @@ class Durability:
             rep.ops_dropped += not kept
             if op.kind == WRITE:
                 rep.bytes_dropped += op.length - (len(survivors[i]) if i in survivors else 0)
-        rep.files.append(path)
 
     def _dirfd(self, key: Key) -> int:
         fd = self.dirs.get(key)
