@@ -171,6 +171,9 @@ class Durability:
         self.lost_bytes = 0
         self.armed_at = time.time()
         self._nstash = 0
+        # a directory a rollback recreated: its old inode -> the new one (older records
+        # that name the old inode mean the new one)
+        self.alias: dict[Key, Key] = {}
 
     # ---- bookkeeping -----------------------------------------------------------------------
 
@@ -426,6 +429,7 @@ class Durability:
             self.failed(e)
         self.journal.clear()
         self.synced_at.clear()
+        self.alias.clear()
         self.commit_seq = self.seq
         rep.seconds = time.monotonic() - t0
         return rep
@@ -492,7 +496,7 @@ class Durability:
             st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        return (st.st_dev, st.st_ino) == inode
+        return (st.st_dev, st.st_ino) == self.alias.get(inode, inode)
 
     def _put_back(self, dirfd: int, name: bytes, stash: Optional[bytes],
                   meta: Optional[os.stat_result], inode: Key) -> None:
@@ -507,6 +511,8 @@ class Durability:
         os.utime(name, ns=(meta.st_atime_ns, meta.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
         # entries undone later (older ones) that lived in the removed directory go here
         new = os.open(name, O_PATH, dir_fd=dirfd)
+        nst = os.fstat(new)
+        self.alias[inode] = (nst.st_dev, nst.st_ino)
         old = self.dirs.pop(inode, None)
         if old is not None:
             os.close(old)
