@@ -193,6 +193,26 @@ def test_getattr_matches_backing_file(pair: Pair):
            (bdst.st_mode, bdst.st_nlink, bdst.st_uid, bdst.st_size)
 
 
+def test_o_nofollow_opens(pair: Pair):
+    """SQLite opens every database file with O_NOFOLLOW: an existing file opens, a symlink
+    gives ELOOP, as natively."""
+    def run(r: Path):
+        (r / "db").write_bytes(b"x" * 10)
+        os.symlink("db", r / "link")
+        out = []
+        for name, flags in (("db", os.O_RDWR), ("db", os.O_RDONLY), ("db", os.O_RDWR | os.O_CREAT),
+                            ("link", os.O_RDONLY)):
+            try:
+                fd = os.open(r / name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                out.append(errno.errorcode[e.errno])
+            else:
+                out.append(os.pread(fd, 3, 0))
+                os.close(fd)
+        return out
+    assert pair.both(run) == ("ok", [b"xxx", b"xxx", b"xxx", "ELOOP"])
+
+
 def test_lookup_errors(pair: Pair):
     def setup(r: Path):
         (r / "file").write_text("x")

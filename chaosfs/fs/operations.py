@@ -40,8 +40,10 @@ log = logging.getLogger("chaosfs.fs")
 
 AT_FDCWD = -100
 # Flags the kernel may pass that must not reach the backing open: O_DIRECT is answered with
-# direct_io instead (the kernel's buffers are not aligned for it).
-OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
+# direct_io instead (the kernel's buffers are not aligned for it); O_NOFOLLOW was honoured
+# by the kernel's own walk (a symlink never gets here), and our open goes through the
+# /proc magic link of the node's O_PATH handle, which O_NOFOLLOW would refuse (ELOOP).
+OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
 
 M = METHOD_ID
 # Asked by the kernel before a buffered write (file_remove_privs) until it marks the inode
