@@ -171,6 +171,7 @@ class Durability:
         self.lost_bytes = 0
         self.armed_at = time.time()
         self._nstash = 0
+        self.epoch = 0  # moves at every rollback
         # a directory a rollback recreated: its old inode -> the new one (older records
         # that name the old inode mean the new one)
         self.alias: dict[Key, Key] = {}
@@ -431,6 +432,7 @@ class Durability:
         self.synced_at.clear()
         self.alias.clear()
         self.commit_seq = self.seq
+        self.epoch += 1
         rep.seconds = time.monotonic() - t0
         return rep
 

@@ -843,9 +843,11 @@ class FsOperations(pyfuse3.Operations):
         h = self._handle(fh, is_dir=True)
         await self._fault("fsyncdir", h.node)
         d = self.durable
-        mark = d.seq if d is not None else 0
+        mark, epoch = (d.seq, d.epoch) if d is not None else (0, 0)
         await trio.to_thread.run_sync(os.fsync, h.fd)
         if d is not None and self.durable is d:
+            if d.epoch != epoch:
+                raise FUSEError(errno.EIO)  # cut while syncing: the app must not count on it
             d.dir_synced((h.node.dev, h.node.bino), mark)
 
     # ---- extended attributes ------------------------------------------------------------

@@ -103,7 +103,7 @@ class PowerLoss:
         if d is None:
             raise PowerLossError("not armed")
         self.gen += 1  # a write or fsync caught mid-flight by the cut fails, never lands after it
-        rep = d.rollback(opts)
+        rep = d.rollback(opts)  # (it moves d.epoch, which fsyncdir checks)
         inodes = self.ops.inodes
         for key, pkey, name in rep.moved:  # the inode table learns the names put back
             node, parent = inodes.by_key.get(key), inodes.by_key.get(pkey)
@@ -151,7 +151,11 @@ class PowerLoss:
         gen = self.gen
         mark = d.sync_mark((h.node.dev, h.node.bino)) if d is not None and h is not None else 0
         await type(ops).fsync(ops, fh, datasync)
-        if h is not None and ops.durable is d and d is not None and self.gen == gen:
+        if self.gen != gen:
+            # The power went while the disk was syncing: what it synced may have been rolled
+            # back meanwhile, so the app must not hear that it is durable.
+            raise FUSEError(errno.EIO)
+        if h is not None and d is not None:
             d.file_synced((h.node.dev, h.node.bino), mark)
 
     def close(self) -> None:
