@@ -202,7 +202,7 @@ def run(cfg: Config) -> int:
         from chaosfs.control.metrics import MetricsServer
         try:
             # bound here, before the mount, so a busy port leaves nothing mounted
-            metrics = MetricsServer(engine, cfg.metrics_host, cfg.metrics_port, cfg.transport)
+            metrics = MetricsServer(engine, cfg.metrics_host, cfg.metrics_port, cfg.transport, power)
         except OSError as e:
             plane.stop(0)
             print(f"chaosfs: -metrics-addr {cfg.metrics_addr}: {e}", file=sys.stderr)

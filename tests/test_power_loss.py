@@ -354,3 +354,27 @@ def test_passthrough_open_refuses_arming_and_armed_opens_are_not_passed_through(
         assert (p.o / "f").read_bytes() == b"F" * 100
     finally:
         p.ch.close()
+
+
+def test_metrics_report_tracking_and_cuts(daemon_factory):
+    from tests.conftest import free_port
+    from tests.test_metrics import scrape, value
+    mport = free_port()
+    d = daemon_factory("-transport=cython", f"-metrics-addr=127.0.0.1:{mport}")
+    p = PL(d)
+    try:
+        assert value(scrape(mport), "chaosfs_power_loss_armed") == 0
+        p.arm()
+        write(p.m / "f", b"x" * 1000)
+        m = scrape(mport)
+        assert value(m, "chaosfs_power_loss_armed") == 1
+        assert value(m, "chaosfs_power_loss_tracked_unsynced_bytes") == 1000
+        assert value(m, "chaosfs_power_loss_tracked_dir_entries") == 1
+        p.cut()
+        m = scrape(mport)
+        assert value(m, "chaosfs_power_loss_cuts_total") == 1
+        assert value(m, "chaosfs_power_loss_dropped_bytes_total") == 1000
+        assert value(m, "chaosfs_power_loss_undone_entries_total") == 1
+        assert value(m, "chaosfs_power_loss_tracked_unsynced_bytes") == 0
+    finally:
+        p.ch.close()

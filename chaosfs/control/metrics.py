@@ -57,9 +57,10 @@ def rule_actions(r: Rule) -> list[str]:
 
 
 class SidecarCollector(Collector):
-    def __init__(self, engine: FaultEngine, transport: str = "") -> None:
+    def __init__(self, engine: FaultEngine, transport: str = "", power: object = None) -> None:
         self.engine = engine
         self.transport = transport
+        self.power = power
 
     def collect(self) -> Iterator:
         info = GaugeMetricFamily("chaosfs_info", "chaosfs version and FUSE transport (always 1)",
@@ -106,15 +107,47 @@ class SidecarCollector(Collector):
             active.add_metric([origin], n)
         yield hits
         yield active
+        if self.power is not None:
+            yield from self._power()
+
+    def _power(self) -> Iterator:
+        """Power-loss tracking and cuts (chaosfs.fs.power)."""
+        try:
+            st = self.power.status()
+        except Exception as e:  # noqa: BLE001 - not serving yet, shutting down
+            log.debug("power-loss status unavailable: %s", e)
+            return
+        tracked = st["tracked"] or {}
+        armed = GaugeMetricFamily("chaosfs_power_loss_armed", "1 while a power-loss experiment "
+                                  "tracks unsynced changes")
+        armed.add_metric([], 1 if st["armed"] else 0)
+        yield armed
+        for key, help_ in (("files", "files with changes not yet fsynced"),
+                           ("unsynced_bytes", "bytes written since their file's last fsync"),
+                           ("undo_bytes", "old data kept to undo unsynced overwrites"),
+                           ("undo_overflow_bytes", "old data not kept (undo bound reached): a cut is inexact"),
+                           ("dir_entries", "directory entry changes not yet durable")):
+            g = GaugeMetricFamily(f"chaosfs_power_loss_tracked_{key}", help_)
+            g.add_metric([], tracked.get(key, 0))
+            yield g
+        tot = st["totals"]
+        for key, name, help_ in (("cuts", "cuts", "power cuts"),
+                                 ("bytes_dropped", "dropped_bytes", "unsynced bytes cuts dropped"),
+                                 ("files_rolled_back", "rolled_back_files", "files cuts rolled back"),
+                                 ("entries_undone", "undone_entries", "directory entries cuts undid")):
+            c = CounterMetricFamily(f"chaosfs_power_loss_{name}", help_)
+            c.add_metric([], tot[key])
+            yield c
 
 
 class MetricsServer:
     """`/metrics` over HTTP on its own thread. `__init__` binds (raising OSError with the
     errno's text), so a busy port is refused before anything is mounted."""
 
-    def __init__(self, engine: FaultEngine, host: str, port: int, transport: str = "") -> None:
+    def __init__(self, engine: FaultEngine, host: str, port: int, transport: str = "",
+                 power: object = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SidecarCollector(engine, transport))
+        self.registry.register(SidecarCollector(engine, transport, power))
         handler = MetricsHandler.factory(self.registry)
         server_cls = ThreadingHTTPServer
         if ":" in host:
