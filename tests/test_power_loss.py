@@ -378,3 +378,39 @@ def test_metrics_report_tracking_and_cuts(daemon_factory):
         assert value(m, "chaosfs_power_loss_tracked_unsynced_bytes") == 0
     finally:
         p.ch.close()
+
+
+def test_torn_write_rule_reports_success_and_lands_a_sector_prefix(pl):
+    setup_durable(pl, {"db/wal": b"W" * 8192, "other": b"O" * 100})
+    pl.faults.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
+        methods=["write"], path="db/", torn=faults_pb2.TornAction(sector=512))), timeout=10)
+    ends = set()
+    for i in range(8):
+        fd = os.open(pl.m / "db" / "wal", os.O_WRONLY)
+        try:
+            assert os.pwrite(fd, bytes([65 + i]) * 3000, 100) == 3000  # success, all of it
+        finally:
+            os.close(fd)
+        data = (pl.o / "db" / "wal").read_bytes()
+        landed = data[100:3100]
+        n = len(landed) - len(landed.lstrip(bytes([65 + i])))
+        assert (100 + n) % 512 == 0 and n < 3000, n     # stops at a sector boundary inside it
+        ends.add(n)
+    assert len(ends) > 1                                 # at a random one
+    write(pl.m / "other", b"untouched")                  # the rule's path only
+    assert (pl.o / "other").read_bytes() == b"untouched"
+    rules = pl.faults.ListRules(faults_pb2.ListRulesRequest(), timeout=5).rules
+    assert rules[0].torn.sector == 512 and rules[0].hits == 8
+    cp = subprocess.run([CHAOSFS_CTL, "--addr", pl.d.addr, "rules"], capture_output=True, text=True)
+    assert "torn=512" in cp.stdout, cp.stdout
+    cp = subprocess.run([CHAOSFS_CTL, "--addr", pl.d.addr, "add", "-m", "write", "--torn", "4096"],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    with pytest.raises(grpc.RpcError) as ei:
+        pl.faults.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
+            methods=["read"], torn=faults_pb2.TornAction(sector=512))), timeout=10)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "write" in ei.value.details()
+    with pytest.raises(grpc.RpcError) as ei:
+        pl.faults.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
+            torn=faults_pb2.TornAction(sector=1000))), timeout=10)
+    assert ei.value.details().startswith("torn.sector")

@@ -250,6 +250,8 @@ def _describe(r: Any) -> str:
                     f"x{r.corrupt.occurrences}/{r.corrupt.length}B")
     if r.HasField("short"):
         acts.append(f"short={r.short.fraction:g}")
+    if r.HasField("torn"):
+        acts.append(f"torn={r.torn.sector}")
     return " ".join(acts) or "-"
 
 
@@ -288,13 +290,15 @@ def rules(ctx: click.Context) -> None:
 @click.option("--corrupt-length", type=int, default=1, show_default=True, help="bytes per corrupted region")
 @click.option("--corrupt-occurrences", type=int, default=1, show_default=True, help="regions per operation")
 @click.option("--short", type=float, default=0.0, help="read/write only this fraction of the request")
+@click.option("--torn", type=click.Choice(["512", "4096"]), default=None,
+              help="writes report success but stop at a random sector boundary of this size")
 @click.option("--ttl", type=float, default=0.0, help="remove the rule after SECONDS")
 @click.option("--max-hits", type=int, default=0, help="remove the rule after firing N times")
 @click.pass_context
 def add(ctx: click.Context, rule_id: str, methods: tuple, path: str, glob_: bool,
         probability: float, errno_: int, random_errno: bool, delay: int, jitter: int,
         corrupt: Optional[str], corrupt_length: int, corrupt_occurrences: int, short: float,
-        ttl: float, max_hits: int) -> None:
+        torn: Optional[str], ttl: float, max_hits: int) -> None:
     """Add a rule: `add -m read --path 'db/.*' --errno 5 --probability 30 --ttl 60`."""
     if errno_ < 0 or max_hits < 0 or corrupt_length < 0 or corrupt_occurrences < 0:
         raise click.BadParameter("negative values are not allowed")
@@ -314,6 +318,8 @@ def add(ctx: click.Context, rule_id: str, methods: tuple, path: str, glob_: bool
         rule.corrupt.occurrences = corrupt_occurrences
     if short:
         rule.short.fraction = short
+    if torn:
+        rule.torn.sector = int(torn)
     def op(c: Client) -> Result:
         resp = c.call(c.faults.AddRule, faults_pb2.AddRuleRequest(rule=rule))
         bypassed = list(resp.bypassed_paths)

@@ -53,6 +53,8 @@ def rule_actions(r: Rule) -> list[str]:
         acts.append("corrupt")
     if r.short:
         acts.append("short")
+    if r.torn:
+        acts.append("torn")
     return acts or ["none"]
 
 

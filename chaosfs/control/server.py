@@ -129,6 +129,7 @@ def rule_from_pb(pb: Any, engine: FaultEngine) -> Rule:
         delay_us=pb.delay.fixed_us, jitter_us=pb.delay.jitter_us,
         corrupt=corrupt,
         short=pb.short.fraction if pb.HasField("short") else 0.0,
+        torn=pb.torn.sector if pb.HasField("torn") else 0,
         ttl=pb.ttl_seconds, max_hits=pb.max_hits, origin="v1",
     )
 
@@ -153,6 +154,8 @@ def rule_to_pb(r: Rule, now: float, hits: int) -> Any:
         pb.corrupt.occurrences = r.corrupt.occurrences
     if r.short:
         pb.short.fraction = r.short
+    if r.torn:
+        pb.torn.sector = r.torn
     return pb
 
 

@@ -58,13 +58,14 @@ async def fault_sleep(seconds: float) -> None:
 
 
 class Verdict:
-    __slots__ = ("delay", "errno", "corrupt", "short")
+    __slots__ = ("delay", "errno", "corrupt", "short", "torn")
 
     def __init__(self) -> None:
         self.delay = 0.0
         self.errno = 0
         self.corrupt: Optional[Corrupt] = None
         self.short = 0.0
+        self.torn = 0
 
     async def apply_delay_only(self) -> None:
         if self.delay > 0:
@@ -91,6 +92,16 @@ class Verdict:
             buf = self.corrupt.apply(buf)
         if self.short and len(buf) > 1:
             buf = buf[:max(1, int(len(buf) * self.short))]
+        if self.torn:
+            # success is reported for all of it; only the part before a random sector
+            # boundary inside it lands (none, if it sits within one sector)
+            s = self.torn
+            first = (off // s + 1) * s
+            ends = range(first, off + len(buf), s)
+            keep = (random.choice(ends) - off) if len(ends) else 0
+            if keep:
+                pwrite(fd, off, buf[:keep])
+            return len(buf)
         return pwrite(fd, off, buf)
 
 
@@ -121,6 +132,8 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
                 v.corrupt = r.corrupt
             if r.short and not v.short:
                 v.short = r.short
+            if r.torn and method == _WRITE and not v.torn:
+                v.torn = r.torn
     return v
 
 

@@ -178,6 +178,7 @@ class Rule:
     jitter_us: int = 0
     corrupt: Optional[Corrupt] = None
     short: float = 0.0  # keep this fraction of a read/write (0 = off)
+    torn: int = 0       # sector size of a torn write (0 = off)
     ttl: float = 0.0
     max_hits: int = 0
     origin: str = "v1"
@@ -261,9 +262,13 @@ def validate_rule(rule: Rule) -> Rule:
     data_only = (rule.corrupt is not None) or rule.short
     if data_only and rule.methods is not None and not rule.methods & {METHOD_ID["read"], METHOD_ID["write"]}:
         raise RuleError("methods", "corrupt and short act on read/write: include one of them")
+    if rule.torn not in (0, 512, 4096):
+        raise RuleError("torn.sector", "must be 512 or 4096")
+    if rule.torn and rule.methods is not None and METHOD_ID["write"] not in rule.methods:
+        raise RuleError("methods", "torn acts on write: include it")
     if rule.origin != "injure" and not (rule.errno or rule.random_errno or rule.delay_us
-                                        or rule.jitter_us or data_only):
-        raise RuleError("action", "a rule needs at least one of errno, delay, corrupt, short")
+                                        or rule.jitter_us or data_only or rule.torn):
+        raise RuleError("action", "a rule needs at least one of errno, delay, corrupt, short, torn")
     if not rule.id or len(rule.id) > 128:
         raise RuleError("id", "must be 1..128 characters")
     regex = compile_path(rule.path, rule.path_kind)

@@ -55,8 +55,14 @@ class ShortAction(_message.Message):
     fraction: float
     def __init__(self, fraction: _Optional[float] = ...) -> None: ...
 
+class TornAction(_message.Message):
+    __slots__ = ("sector",)
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    sector: int
+    def __init__(self, sector: _Optional[int] = ...) -> None: ...
+
 class Rule(_message.Message):
-    __slots__ = ("id", "methods", "path", "path_kind", "probability", "errno", "delay", "corrupt", "short", "ttl_seconds", "max_hits", "hits", "origin", "expires_in")
+    __slots__ = ("id", "methods", "path", "path_kind", "probability", "errno", "delay", "corrupt", "short", "ttl_seconds", "max_hits", "hits", "origin", "expires_in", "torn")
     ID_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +77,7 @@ class Rule(_message.Message):
     HITS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    TORN_FIELD_NUMBER: _ClassVar[int]
     id: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     path: str
@@ -85,7 +92,8 @@ class Rule(_message.Message):
     hits: int
     origin: str
     expires_in: float
-    def __init__(self, id: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., path: _Optional[str] = ..., path_kind: _Optional[_Union[PathKind, str]] = ..., probability: _Optional[float] = ..., errno: _Optional[_Union[ErrnoAction, _Mapping]] = ..., delay: _Optional[_Union[DelayAction, _Mapping]] = ..., corrupt: _Optional[_Union[CorruptAction, _Mapping]] = ..., short: _Optional[_Union[ShortAction, _Mapping]] = ..., ttl_seconds: _Optional[float] = ..., max_hits: _Optional[int] = ..., hits: _Optional[int] = ..., origin: _Optional[str] = ..., expires_in: _Optional[float] = ...) -> None: ...
+    torn: TornAction
+    def __init__(self, id: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., path: _Optional[str] = ..., path_kind: _Optional[_Union[PathKind, str]] = ..., probability: _Optional[float] = ..., errno: _Optional[_Union[ErrnoAction, _Mapping]] = ..., delay: _Optional[_Union[DelayAction, _Mapping]] = ..., corrupt: _Optional[_Union[CorruptAction, _Mapping]] = ..., short: _Optional[_Union[ShortAction, _Mapping]] = ..., ttl_seconds: _Optional[float] = ..., max_hits: _Optional[int] = ..., hits: _Optional[int] = ..., origin: _Optional[str] = ..., expires_in: _Optional[float] = ..., torn: _Optional[_Union[TornAction, _Mapping]] = ...) -> None: ...
 
 class AddRuleRequest(_message.Message):
     __slots__ = ("rule",)
