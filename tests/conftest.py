@@ -15,6 +15,11 @@ from typing import Optional
 
 import pytest
 
+# grpcio runs fork handlers in every fork() of a process that holds channels; a fork while
+# another thread is inside gRPC (tests start psql, sqlite writers and daemons from threads
+# that poll a daemon over gRPC) can crash the child. Our children exec at once: no handlers.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHAOSFS = str(BIN / "chaosfs")

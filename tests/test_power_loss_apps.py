@@ -105,3 +105,130 @@ def test_sqlite_synchronous_off_loses_commits(pl, journal):
     assert len(acked) > 5
     assert acked - found, "synchronous=OFF lost nothing: the cut did not drop unsynced data"
     assert check == "ok"  # rolled back whole to the armed state, not torn
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+
+class Pg:
+    """A small cluster on the mount (perf/db.py's Postgres: Debian's binaries, the postgres
+    user, a unix socket in the test's own directory)."""
+
+    def __init__(self, d, fsync: str) -> None:
+        from perf.db import Postgres
+        work = d.original.parent / "pgwork"
+        work.mkdir(exist_ok=True)
+        os.chmod(work, 0o755)
+        self.pg = Postgres(d.mountpoint, d.original, work, "pl")
+        self.pg.sockdir.mkdir(exist_ok=True)
+        os.chown(self.pg.sockdir, self.pg.user.pw_uid, self.pg.user.pw_gid)
+        native = d.original / "db" / "pl" / "pgdata"
+        native.mkdir(parents=True)
+        for p in (native.parent, native):
+            os.chown(p, self.pg.user.pw_uid, self.pg.user.pw_gid)
+            os.chmod(p, 0o700)
+        r = self.pg._run([str(self.pg.bindir / "initdb"), "-N", "-U", "postgres", "--locale=C",
+                          "-D", str(self.pg.datadir)], timeout=300)
+        assert r.returncode == 0, r.stderr
+        with open(self.pg.datadir / "postgresql.conf", "a") as f:
+            f.write(f"fsync = {fsync}\nshared_buffers = 16MB\nmax_wal_size = 64MB\n")
+        self.pg.start()
+        self.sql("CREATE TABLE t (id int PRIMARY KEY)")
+        self.sql("CHECKPOINT")
+        self.pg.stop()
+
+    def sql(self, q: str, timeout: float = 30):
+        return self.pg._run([str(self.pg.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                             "-d", "postgres", "-c", q], timeout=timeout)
+
+    def kill(self) -> None:
+        if self.pg.proc is not None:
+            try:
+                os.killpg(self.pg.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.pg.proc.wait()
+            self.pg.proc = None
+
+
+def pg_cut_while_writing(d, fsync: str, seed: int, before_cut=None) -> tuple[set, set, object]:
+    """Arm, insert numbered rows (each acknowledged when psql returns), cut at a random moment
+    with the server killed while the power is off, start it again. Returns (acked, found,
+    the restart's error or None)."""
+    import threading
+    pg = Pg(d, fsync)
+    d.power.Arm(pb.ArmRequest(), timeout=10)
+    pg.pg.start()
+    acked: set = set()
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if pg.sql(f"INSERT INTO t VALUES ({n})", timeout=10).returncode == 0:
+                acked.add(n)
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(random.Random(seed).uniform(1.0, 2.0))
+    if before_cut is not None:
+        before_cut(pg, acked)
+    cut = threading.Thread(target=lambda: d.power.Cut(pb.CutRequest(hold_seconds=2.0), timeout=60))
+    cut.start()
+    deadline = time.monotonic() + 10
+    while not d.power.Status(pb.StatusRequest(), timeout=10).cutting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pg.kill()                       # the server dies with the power
+    cut.join()
+    stop.set()
+    t.join()
+    try:
+        pg.pg.start()
+    except Exception as e:  # noqa: BLE001 - a failed recovery is a result here
+        return acked, set(), e
+    r = pg.sql("SELECT id FROM t")
+    pg.pg.stop()
+    assert r.returncode == 0, r.stderr
+    return acked, {int(x) for x in r.stdout.split()}, None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_postgres_fsync_on_loses_no_acknowledged_transaction(daemon_factory, transport):
+    d = daemon_factory(f"-transport={transport}")
+    d.power = pbg.PowerLossStub(grpc.insecure_channel(d.addr))
+    acked, found, err = pg_cut_while_writing(d, "on", seed=1)
+    assert err is None, f"PostgreSQL did not recover: {err}"
+    assert len(acked) > 5
+    assert acked <= found, f"lost acknowledged rows: {sorted(acked - found)[:10]}"
+
+
+def test_postgres_fsync_off_loses_transactions(daemon_factory):
+    d = daemon_factory("-transport=cython")
+    d.power = pbg.PowerLossStub(grpc.insecure_channel(d.addr))
+    acked, found, err = pg_cut_while_writing(d, "off", seed=2)
+    assert len(acked) > 5
+    assert err is not None or acked - found, "fsync=off lost nothing: the cut dropped nothing"
+
+
+def test_postgres_panics_on_wal_fsync_eio_and_recovers_after_the_cut(daemon_factory):
+    """PostgreSQL's documented answer to a failed fsync is PANIC (it cannot trust the page
+    cache after one); after the cut and a restart it recovers every acknowledged row."""
+    from chaosfs.proto import faults_pb2, faults_pb2_grpc
+    d = daemon_factory("-transport=cython")
+    ch = grpc.insecure_channel(d.addr)
+    d.power = pbg.PowerLossStub(ch)
+    faults = faults_pb2_grpc.FaultsStub(ch)
+    seen: dict = {}
+
+    def inject(pg, acked) -> None:
+        faults.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
+            id="wal-fsync", methods=["fsync"], path="pg_wal/", errno=faults_pb2.ErrnoAction(code=5))), timeout=10)
+        n = len(acked)
+        time.sleep(1.5)
+        seen["acked_during"] = len(acked) - n
+        seen["log"] = pg.pg.log.read_text(errors="replace")
+        faults.RemoveRule(faults_pb2.RemoveRuleRequest(ids=["wal-fsync"]), timeout=10)
+    acked, found, err = pg_cut_while_writing(d, "on", seed=3, before_cut=inject)
+    assert "PANIC" in seen["log"] and "could not fsync" in seen["log"], seen["log"][-2000:]
+    assert seen["acked_during"] <= 1  # commits stop at the failed WAL fsync
+    assert err is None, f"PostgreSQL did not recover: {err}"
+    assert acked <= found, f"lost acknowledged rows: {sorted(acked - found)[:10]}"
