@@ -172,6 +172,14 @@ def rule_other_path(pct: float) -> Callable[[str], None]:
     return add
 
 
+def arm_power_loss(addr: str) -> None:
+    """An armed power-loss experiment (every write and fsync tracked, old data kept)."""
+    import grpc
+    from chaosfs.proto import powerloss_pb2 as pb, powerloss_pb2_grpc as pbg
+    with grpc.insecure_channel(addr) as ch:
+        pbg.PowerLossStub(ch).Arm(pb.ArmRequest(max_undo_bytes=4 << 30), timeout=10)
+
+
 def _ref_passthrough_ll(single: bool) -> Callable[[Path], str]:
     def build(out: Path) -> str:
         from perf import refs
@@ -211,6 +219,9 @@ def standard(quick: bool) -> list[Variant]:
                 [cy], rules=rules_nonmatching(1000)),
         Variant("devfuse-eio30", "chaosfs -transport=cython, 30% EIO on other path", "chaosfs",
                 [cy], rules=rule_other_path(30.0)),
+        Variant("devfuse-armed", "chaosfs -transport=cython, power loss armed", "chaosfs",
+                [cy], rules=arm_power_loss),
+        Variant("chaosfs-armed", "chaosfs, power loss armed", "chaosfs", rules=arm_power_loss),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
         Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
         Variant("passthrough", "chaosfs -passthrough=unmatched", "chaosfs", ["-passthrough=unmatched"]),

@@ -70,7 +70,7 @@ def test_bad_arguments_get_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert p.stderr.strip() == "perf/run: unknown variant nosuch (known: ceiling, ceiling-io, " \
-                               "chaosfs, chaosfs-py, chaosfs-splice, devfuse, devfuse-eio30, " \
+                               "chaosfs, chaosfs-armed, chaosfs-py, chaosfs-splice, devfuse, devfuse-armed, devfuse-eio30, " \
                                "devfuse-passthrough, devfuse-rules1000, devfuse-uring, eio30, fsync-inline, " \
                                "gofuse, native, passthrough, passthrough_ll-mt, passthrough_ll-s, " \
                                "rules1000)"

@@ -277,6 +277,25 @@ def test_requests_fail_with_eio_during_the_cut_and_serve_after(pl):
     assert pl.faults.ListRules(faults_pb2.ListRulesRequest(), timeout=5).rules == []
 
 
+def test_block_mode_holds_requests_until_the_power_is_back(pl):
+    """--block: a read made during the cut waits, then returns the rolled-back data."""
+    setup_durable(pl, {"f": b"old" * 100})
+    pl.arm()
+    with open(pl.m / "f", "r+b") as f:
+        f.write(b"NEW")
+    t = threading.Thread(target=lambda: pl.cut(block=True, hold_seconds=1.0))
+    t.start()
+    deadline = time.monotonic() + 5
+    while not pl.status().cutting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    t0 = time.monotonic()
+    data = (pl.m / "f").read_bytes()              # no EIO: it waited
+    waited = time.monotonic() - t0
+    t.join()
+    assert data == b"old" * 100 and 0.3 < waited < 5, waited
+    assert pl.faults.ListRules(faults_pb2.ListRulesRequest(), timeout=5).rules == []
+
+
 def test_api_errors_are_statuses_and_change_nothing(pl):
     def code(fn, *a, **kw):
         with pytest.raises(grpc.RpcError) as ei:

@@ -57,8 +57,43 @@ async def fault_sleep(seconds: float) -> None:
         slot.held = True
 
 
+class Blackout:
+    """What requests under a blocking power cut wait for (chaosfs.fs.power): one trio Event
+    per cut, made and set on the loop's thread."""
+
+    def __init__(self) -> None:
+        self.event: Optional[trio.Event] = None
+
+    def begin(self) -> None:
+        self.event = trio.Event()
+
+    def end(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        self.event = None
+
+    async def wait(self) -> None:
+        ev = self.event
+        if ev is None:
+            return
+        slot = request_slot.get()
+        if slot is None or not slot.held:
+            await ev.wait()
+            return
+        slot.held = False  # a blocked request holds no -workers slot, as in fault_sleep
+        slot.limit.release()
+        try:
+            await ev.wait()
+        finally:
+            await slot.limit.acquire()
+            slot.held = True
+
+
+blackout = Blackout()
+
+
 class Verdict:
-    __slots__ = ("delay", "errno", "corrupt", "short", "torn")
+    __slots__ = ("delay", "errno", "corrupt", "short", "torn", "block")
 
     def __init__(self) -> None:
         self.delay = 0.0
@@ -66,12 +101,17 @@ class Verdict:
         self.corrupt: Optional[Corrupt] = None
         self.short = 0.0
         self.torn = 0
+        self.block = False
 
     async def apply_delay_only(self) -> None:
+        if self.block:
+            await blackout.wait()
         if self.delay > 0:
             await fault_sleep(self.delay)
 
     async def apply_plain(self) -> None:
+        if self.block:
+            await blackout.wait()
         if self.delay > 0:
             await fault_sleep(self.delay)
         if self.errno:
@@ -121,6 +161,8 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
         r.hits += 1
         if v is None:
             v = Verdict()
+        if r.block:
+            v.block = True
         if r.delay_us or r.jitter_us:
             v.delay += (r.delay_us + (random.randint(0, r.jitter_us) if r.jitter_us else 0)) / 1e6
         if method in DELAY_ONLY:

@@ -179,6 +179,7 @@ class Rule:
     corrupt: Optional[Corrupt] = None
     short: float = 0.0  # keep this fraction of a read/write (0 = off)
     torn: int = 0       # sector size of a torn write (0 = off)
+    block: bool = False  # wait for the end of a blocking power cut (internal, chaosfs.fs.power)
     ttl: float = 0.0
     max_hits: int = 0
     origin: str = "v1"
@@ -267,7 +268,7 @@ def validate_rule(rule: Rule) -> Rule:
     if rule.torn and rule.methods is not None and METHOD_ID["write"] not in rule.methods:
         raise RuleError("methods", "torn acts on write: include it")
     if rule.origin != "injure" and not (rule.errno or rule.random_errno or rule.delay_us
-                                        or rule.jitter_us or data_only or rule.torn):
+                                        or rule.jitter_us or data_only or rule.torn or rule.block):
         raise RuleError("action", "a rule needs at least one of errno, delay, corrupt, short, torn")
     if not rule.id or len(rule.id) > 128:
         raise RuleError("id", "must be 1..128 characters")

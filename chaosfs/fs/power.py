@@ -27,7 +27,8 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import monotonic
-from chaosfs.faults.methods import METHOD_ID
+from chaosfs.faults.engine import blackout
+from chaosfs.faults.methods import ALL_METHODS, METHOD_ID
 from chaosfs.faults.rules import Rule
 from chaosfs.fs.durability import (MODELS, WRITE, CutOptions, CutReport, Durability, PowerLossArgError,
                                    PowerLossError)
@@ -35,6 +36,7 @@ from chaosfs.fs.durability import (MODELS, WRITE, CutOptions, CutReport, Durabil
 log = logging.getLogger("chaosfs.power")
 
 CUT_RULE = "power-loss:cut"
+CUT_WRITES = "power-loss:cut-writes"
 M_WRITE, M_FSYNC = METHOD_ID["write"], METHOD_ID["fsync"]
 DEFAULT_MAX_UNDO = 1 << 30
 
@@ -209,12 +211,21 @@ class PowerLoss:
                 raise PowerLossError("not armed: arm first (nothing is tracked, nothing to lose)")
             self.cutting = True
             t0 = time.monotonic()
-            # Blocked requests wait out `hold` plus the rollback, then see the new tree.
-            rule = Rule(id=CUT_RULE, origin="power-loss", errno=0 if block else errno.EIO,
-                        delay_us=int((hold + 5.0) * 1e6) if block else 0)
+            # Blocked requests wait until the power is back, then see the rolled-back tree.
+            # Writes fail even then: the kernel's write-back of dirty mmap pages, which our
+            # own cache invalidation below triggers, must not wait for the cut to end.
+            if block:
+                rules = [Rule(id=CUT_RULE, origin="power-loss", block=True,
+                              methods=frozenset(set(range(len(ALL_METHODS))) - {M_WRITE})),
+                         Rule(id=CUT_WRITES, origin="power-loss", errno=errno.EIO,
+                              methods=frozenset({M_WRITE}))]
+                self._on_loop(blackout.begin)
+            else:
+                rules = [Rule(id=CUT_RULE, origin="power-loss", errno=errno.EIO)]
             try:
-                self.engine.remove([CUT_RULE], missing_ok=True)
-                self.engine.add(rule)
+                self.engine.remove([CUT_RULE, CUT_WRITES], missing_ok=True)
+                for r in rules:
+                    self.engine.add(r)
                 rep, inos, entries = self._on_loop(self._rollback_on_loop, opts)
                 t = self.ops.transport
                 for ino, name in entries:
@@ -230,7 +241,9 @@ class PowerLoss:
                 if hold:
                     time.sleep(hold)
             finally:
-                self.engine.remove([CUT_RULE], missing_ok=True)
+                self.engine.remove([CUT_RULE, CUT_WRITES], missing_ok=True)
+                if block:
+                    self._on_loop(blackout.end)
                 self.cutting = False
         out = {"files": rep.files, "bytes_dropped": rep.bytes_dropped,
                "ops_dropped": rep.ops_dropped, "ops_kept": rep.ops_kept, "torn": rep.torn,

@@ -208,7 +208,7 @@ _CORRUPT_MODE = {"zero": DF_CORRUPT_ZERO, "random": DF_CORRUPT_RANDOM, "bitflip"
 
 cdef bint _c_decidable(r):
     """Whether the workers can apply this rule themselves (see set_hot)."""
-    return not (r.delay_us or r.jitter_us or r.max_hits or r.torn)  # torn: Python
+    return not (r.delay_us or r.jitter_us or r.max_hits or r.torn or r.block)  # Python's
 
 
 # ---- the transport ------------------------------------------------------------------------
