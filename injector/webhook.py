@@ -1,9 +1,17 @@
-"""Mutating admission webhook: AdmissionReview (admission.k8s.io/v1 and v1beta1) in, JSONPatch out.
+"""Admission webhooks: AdmissionReview (admission.k8s.io/v1 and v1beta1) in, a response out.
 
-The webhook must never stand between a user and their pod: whatever goes wrong after the
-request has been understood, the pod is allowed unpatched, with a warning in the response and
-a failure counted in the metrics. Only a body that is not an AdmissionReview at all gets an
-HTTP error (there is no uid to answer to).
+- ``/inject`` (mutating): pods in, JSONPatch out. The webhook must never stand between a user
+  and their pod: whatever goes wrong after the request has been understood, the pod is
+  allowed unpatched, with a warning in the response and a failure counted in the metrics.
+- ``/validate-iochaos`` (validating): IoChaos objects checked by the controller's own spec
+  rules (:mod:`controller.admission`), refused with the field named. Served here rather than
+  by the controller because this server already has what an admission endpoint needs (TLS
+  with certificate reload, the Service and caBundle that gen-certs.sh wires, /metrics, a
+  readiness probe) and the check is a pure function of the request: the controller stays a
+  client of the API server with no listening TLS port and no Service.
+
+On both paths only a body that is not an AdmissionReview at all gets an HTTP error (there is
+no uid to answer to).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any, Callable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from controller.admission import Verdict, decide
 from injector import pipeline
 from injector.config import ConfigError, ConfigStore, annotation
 from injector.inject import InjectOptions, is_injected
@@ -35,6 +44,7 @@ ADMISSION_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 ALWAYS_SKIPPED_NAMESPACES = ("kube-system", "kube-public")
 DEFAULT_MAX_BODY = 6 * 1024 * 1024  # an AdmissionReview carries the object (<= ~1.5 MiB) twice
 MUTATE_PATHS = ("/inject", "/mutate", "/inject-v1-pod")
+VALIDATE_IOCHAOS_PATH = "/validate-iochaos"
 
 NamespaceAnnotations = Callable[[str], "Mapping[str, str] | None"]
 
@@ -83,6 +93,9 @@ class Metrics:
         self.configs = Gauge("chaos_injector_configs", "Loaded items by kind", ["kind"], registry=r)
         self.reloads = Counter("chaos_injector_config_reloads", "ConfigMap re-lists by result",
                                ["result"], registry=r)
+        self.iochaos_reviews = Counter("chaos_injector_iochaos_reviews",
+                                       "IoChaos validation requests by outcome (allowed, denied, "
+                                       "skipped, bad_request, error)", ["result"], registry=r)
 
     def observe_config_set(self, store: ConfigStore) -> None:
         cs = store.current
@@ -147,6 +160,28 @@ class Webhook:
                  decision.reason)
         return 200, {"apiVersion": api_version, "kind": "AdmissionReview",
                      "response": response}, decision
+
+    def validate_iochaos(self, body: bytes) -> tuple[int, dict, str]:
+        """Answer one IoChaos validation review: (HTTP status, JSON document, result)."""
+        try:
+            api_version, request = self._parse(body)
+        except BadReview as exc:
+            self.metrics.iochaos_reviews.labels("bad_request").inc()
+            return 400, {"error": str(exc)}, "bad_request"
+        uid = request["uid"]
+        try:
+            verdict = decide(request)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must not block an apply
+            log.exception("internal error validating IoChaos request %s", uid)
+            verdict = Verdict(True, "error", warnings=[
+                f"chaos-injector: IoChaos not validated (internal error: "
+                f"{type(exc).__name__}); the controller checks it again"])
+        self.metrics.iochaos_reviews.labels(verdict.result).inc()
+        log.info("uid=%s IoChaos %s/%s %s %s %s", uid, request.get("namespace") or "-",
+                 request.get("name") or "-", request.get("operation"), verdict.result,
+                 verdict.message)
+        return 200, {"apiVersion": api_version, "kind": "AdmissionReview",
+                     "response": verdict.response(uid)}, verdict.result
 
     @staticmethod
     def _parse(body: bytes) -> tuple[str, dict]:
@@ -365,13 +400,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                       f"{self.server.max_body}"})
             return
         body = self.rfile.read(length)
-        if path not in MUTATE_PATHS:
-            self._json(404, {"error": f"no such path {path}; use {MUTATE_PATHS[0]}"})
+        if path not in MUTATE_PATHS and path != VALIDATE_IOCHAOS_PATH:
+            self._json(404, {"error": f"no such path {path}; use {MUTATE_PATHS[0]} or "
+                                      f"{VALIDATE_IOCHAOS_PATH}"})
             return
         if self.headers.get_content_type() not in ("application/json", "text/plain"):
             self._json(415, {"error": "Content-Type must be application/json"})
             return
-        code, doc, _ = self.server.webhook.review(body)
+        if path == VALIDATE_IOCHAOS_PATH:
+            code, doc, _ = self.server.webhook.validate_iochaos(body)
+        else:
+            code, doc, _ = self.server.webhook.review(body)
         self._json(code, doc)
 
 
