@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Make the webhook's serving certificate (signed by a fresh CA, with subjectAltNames for the
 # Service) and wire it up: the Secret the Deployment mounts, and the caBundle of the
-# MutatingWebhookConfiguration.
+# Mutating- and ValidatingWebhookConfiguration (both named --webhook, default chaos-injector).
 #
 #   deploy/gen-certs.sh [--namespace NS] [--service NAME] [--secret NAME] [--webhook NAME]
-#                       [--out DIR] [--days N] [--no-kubectl] [--patch-file FILE]
+#                       [--out DIR] [--days N] [--no-kubectl] [--patch-file FILE]...
 #
-# --no-kubectl only writes ca.crt, tls.crt, tls.key (and patches --patch-file, a copy of
-# mutating-webhook.yaml, in place); otherwise kubectl creates/updates the Secret and patches
-# the live MutatingWebhookConfiguration.
+# --no-kubectl only writes ca.crt, tls.crt, tls.key (and patches each --patch-file, a copy of
+# mutating-webhook.yaml or validating-webhook.yaml, in place); otherwise kubectl creates/updates
+# the Secret and patches the live webhook configurations (one that does not exist is skipped).
 set -euo pipefail
 
 ns=chaos-testing service=chaos-injector secret=chaos-injector-certs webhook=chaos-injector
-out="" days=825 use_kubectl=1 patch_file=""
+out="" days=825 use_kubectl=1 patch_files=()
 while (($#)); do
     case $1 in
         --namespace) ns=$2; shift 2 ;;
@@ -22,8 +22,8 @@ while (($#)); do
         --out) out=$2; shift 2 ;;
         --days) days=$2; shift 2 ;;
         --no-kubectl) use_kubectl=0; shift ;;
-        --patch-file) patch_file=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --patch-file) patch_files+=("$2"); shift 2 ;;
+        -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "gen-certs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -56,7 +56,7 @@ rm -f "$out/tls.csr" "$out/ext.cnf" "$out/ca.srl"
 chmod 600 "$out/tls.key" "$out/ca.key"
 ca_bundle=$(base64 -w0 < "$out/ca.crt")
 
-if [[ -n $patch_file ]]; then
+for patch_file in "${patch_files[@]}"; do
     # insert/replace `caBundle:` right under `clientConfig:` of every webhook in the file
     tmp=$(mktemp)
     awk -v ca="$ca_bundle" '
@@ -66,15 +66,22 @@ if [[ -n $patch_file ]]; then
             match($0, /^[[:space:]]*/); printf "%*scaBundle: %s\n", RLENGTH + 2, "", ca
         }' "$patch_file" > "$tmp"
     cat "$tmp" > "$patch_file" && rm -f "$tmp"
-fi
+done
 
 if ((use_kubectl)); then
     kubectl create secret tls "$secret" -n "$ns" --cert="$out/tls.crt" --key="$out/tls.key" \
         --dry-run=client -o yaml | kubectl apply -f -
-    count=$(kubectl get mutatingwebhookconfiguration "$webhook" -o jsonpath='{.webhooks[*].name}' | wc -w)
-    for ((i = 0; i < count; i++)); do
-        kubectl patch mutatingwebhookconfiguration "$webhook" --type=json \
-            -p "[{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca_bundle\"}]"
+    # the pod injector (mutating) and the IoChaos check (validating) share the Service
+    for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
+        if ! names=$(kubectl get "$kind" "$webhook" -o jsonpath='{.webhooks[*].name}' 2>/dev/null); then
+            echo "gen-certs.sh: no $kind $webhook, skipped" >&2
+            continue
+        fi
+        count=$(wc -w <<<"$names")
+        for ((i = 0; i < count; i++)); do
+            kubectl patch "$kind" "$webhook" --type=json \
+                -p "[{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca_bundle\"}]"
+        done
     done
 fi
 echo "gen-certs.sh: certificate for $cn written${out:+ to $out}" >&2

@@ -136,6 +136,10 @@ class Flow:
         mwc = self.get("mutatingwebhookconfiguration", "chaos-injector")
         self.r.require("MutatingWebhookConfiguration registered with a caBundle",
                        all(w["clientConfig"].get("caBundle") for w in mwc["webhooks"]))
+        # the IoChaos check (deploy/validating-webhook.yaml) on the same Service and CA
+        vwc = self.get("validatingwebhookconfiguration", "chaos-injector")
+        self.r.require("ValidatingWebhookConfiguration (IoChaos) registered with a caBundle",
+                       all(w["clientConfig"].get("caBundle") for w in vwc["webhooks"]))
 
         # Deployment controller stand-in: one pod from the Deployment's template, with what
         # ServiceAccount admission would add; the API server address replaces the Service

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from injector.config import ConfigStore, SidecarTemplate, build_config_set
 from injector.inject import inject, parse_sidecar_config
 from injector.manifests import iter_objects, load_stream, validate_object
-from injector.webhook import CertReloader, Webhook, WebhookServer
+from injector.webhook import VALIDATE_IOCHAOS_PATH, CertReloader, Webhook, WebhookServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -43,7 +44,8 @@ def test_every_manifest_is_schema_valid(version: str) -> None:
     objs = all_objects()
     kinds = {o["kind"] for o in objs}
     assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
-            "Service", "MutatingWebhookConfiguration", "ConfigMap"} <= kinds
+            "Service", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+            "ConfigMap", "CustomResourceDefinition"} <= kinds
     for obj in objs:
         validate_object(obj, version)
 
@@ -167,6 +169,29 @@ def test_deployment_is_non_root_read_only_and_wired_to_its_service() -> None:
     assert pod["serviceAccountName"] == "chaos-injector"
 
 
+def test_iochaos_validating_webhook_is_scoped_to_iochaos_on_the_injector_service() -> None:
+    (svc,) = by_kind("Service")
+    (vwc,) = by_kind("ValidatingWebhookConfiguration")
+    (mwc,) = by_kind("MutatingWebhookConfiguration")
+    # one name for both: gen-certs.sh --webhook NAME fills the caBundle of each
+    assert vwc["metadata"]["name"] == mwc["metadata"]["name"]
+    (hook,) = vwc["webhooks"]
+    assert hook["clientConfig"]["service"] == {
+        "name": svc["metadata"]["name"], "namespace": svc["metadata"]["namespace"],
+        "path": VALIDATE_IOCHAOS_PATH, "port": svc["spec"]["ports"][0]["port"]}
+    assert hook["admissionReviewVersions"] == ["v1", "v1beta1"] and hook["sideEffects"] == "None"
+    # Ignore: the controller checks again; Fail would block its own finalizer patches while
+    # the injector is down (deploy/validating-webhook.yaml says why)
+    assert hook["failurePolicy"] == "Ignore" and 1 <= hook["timeoutSeconds"] <= 10
+    (crd,) = by_kind("CustomResourceDefinition")
+    assert hook["rules"] == [{"operations": ["CREATE", "UPDATE"],
+                              "apiGroups": [crd["spec"]["group"]],
+                              "apiVersions": [v["name"] for v in crd["spec"]["versions"]],
+                              "resources": [crd["spec"]["names"]["plural"]],
+                              "scope": "Namespaced"}]
+    assert "namespaceSelector" not in hook and "objectSelector" not in hook
+
+
 def test_example_config_injects_the_seed_template_into_an_example_pod() -> None:
     (tpl_cm,) = objects(DEPLOY / "chaosfs-sidecar-template.yaml")
     (cfg_cm,) = objects(DEPLOY / "examples" / "injection-config.yaml")
@@ -182,14 +207,18 @@ def test_example_config_injects_the_seed_template_into_an_example_pod() -> None:
 def test_gen_certs_makes_a_certificate_the_webhook_serves(tmp_path: Path) -> None:
     mwc = tmp_path / "mutating-webhook.yaml"
     mwc.write_text((DEPLOY / "mutating-webhook.yaml").read_text())
+    vwc = tmp_path / "validating-webhook.yaml"
+    vwc.write_text((DEPLOY / "validating-webhook.yaml").read_text())
     out = tmp_path / "certs"
     proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--no-kubectl", "--out", str(out),
-                           "--patch-file", str(mwc)], capture_output=True, text=True, timeout=120)
+                           "--patch-file", str(mwc), "--patch-file", str(vwc)],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    patched = yaml.safe_load(mwc.read_text())
-    validate_object(patched, "1.29")
-    ca_pem = base64.b64decode(patched["webhooks"][0]["clientConfig"]["caBundle"])
-    assert ca_pem == (out / "ca.crt").read_bytes()
+    for path in (mwc, vwc):
+        patched = yaml.safe_load(path.read_text())
+        validate_object(patched, "1.29")
+        ca_pem = base64.b64decode(patched["webhooks"][0]["clientConfig"]["caBundle"])
+        assert ca_pem == (out / "ca.crt").read_bytes(), path.name
     san = subprocess.run(["openssl", "x509", "-in", str(out / "tls.crt"), "-noout", "-ext",
                           "subjectAltName"], capture_output=True, text=True, check=True).stdout
     for name in ["chaos-injector", "chaos-injector.chaos-testing",
@@ -198,8 +227,10 @@ def test_gen_certs_makes_a_certificate_the_webhook_serves(tmp_path: Path) -> Non
         assert f"DNS:{name}," in san.strip() + ","
     # running it again (re-apply) replaces the caBundle instead of adding a second one
     proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--no-kubectl", "--out", str(out),
-                           "--patch-file", str(mwc)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and mwc.read_text().count("caBundle:") == 1
+                           "--patch-file", str(mwc), "--patch-file", str(vwc)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert mwc.read_text().count("caBundle:") == 1 and vwc.read_text().count("caBundle:") == 1
 
     # the API server's view: trust only the caBundle, check the Service's DNS name
     srv = WebhookServer(("127.0.0.1", 0), Webhook(ConfigStore(build_config_set([], []))),
@@ -213,6 +244,21 @@ def test_gen_certs_makes_a_certificate_the_webhook_serves(tmp_path: Path) -> Non
         conn.sock = ctx.wrap_socket(raw, server_hostname="chaos-injector.chaos-testing.svc")
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
+        # the validating path on the same certificate, trusted through its own caBundle
+        ctx = ssl.create_default_context(cadata=base64.b64decode(
+            yaml.safe_load(vwc.read_text())["webhooks"][0]["clientConfig"]["caBundle"]).decode())
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u1", "operation": "CREATE",
+            "kind": {"group": "chaos-mesh.org", "version": "v1alpha1", "kind": "IoChaos"},
+            "object": {"spec": {"action": "errno", "mode": "fixed", "layer": "fs"}}}}
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        conn = http.client.HTTPSConnection("x", srv.port)
+        conn.sock = ctx.wrap_socket(raw, server_hostname="chaos-injector.chaos-testing.svc")
+        conn.request("POST", VALIDATE_IOCHAOS_PATH, body=json.dumps(review),
+                     headers={"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())["response"]
+        assert answer["allowed"] is False
+        assert answer["status"]["message"] == "spec.value: required with mode fixed"
         conn.close()
         raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         with pytest.raises(ssl.SSLCertVerificationError):
@@ -221,6 +267,14 @@ def test_gen_certs_makes_a_certificate_the_webhook_serves(tmp_path: Path) -> Non
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_gen_certs_help_is_its_header_comment() -> None:
+    proc = subprocess.run([str(DEPLOY / "gen-certs.sh"), "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0
+    assert "ValidatingWebhookConfiguration" in proc.stdout and "[--patch-file FILE]..." in proc.stdout
+    assert "set -euo" not in proc.stdout and "#" not in proc.stdout
 
 
 def test_gen_certs_rejects_unknown_options() -> None:
