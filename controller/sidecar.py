@@ -9,6 +9,10 @@
   container's ``-addr`` flag, else its single containerPort, else chaosfs's default 65534.
 - :class:`Sidecar`: a short-lived client. Connection errors are retried every 2 s up to a
   deadline (0.9: 2 minutes); any other status fails at once, as 0.9 did.
+- spec.chaosfs (controller/extension.py) goes through ``chaosfs.v1.Faults`` instead: each rule
+  is added with an id of the experiment's own (``iochaos/<ns>/<name>/<rule>``), so recovery
+  removes exactly those ids and nothing another experiment, ``chaosfs-ctl`` or a 0.9 client
+  set (0.9's RecoverAll clears the whole table, which is why 0.9 experiments keep it).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any, Mapping
 import grpc
 from google.protobuf import empty_pb2
 
-from chaosfs.proto import injure_pb2, injure_pb2_grpc
+from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
+from controller.extension import RuleSpec, with_names
 from controller.spec import IoChaosSpec
 
 CHAOSFS_DEFAULT_PORT = 65534
@@ -32,6 +37,35 @@ RPC_TIMEOUT = 10.0
 
 class SidecarError(RuntimeError):
     """The sidecar could not be reached or refused the request (one line)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_CORRUPT_MODE = {"random": faults_pb2.RANDOM, "zero": faults_pb2.ZERO,
+                 "bitflip": faults_pb2.BITFLIP}
+
+
+def rule_pb(rule_id: str, r: RuleSpec) -> faults_pb2.Rule:
+    """The chaosfs.v1 AddRule rule for one spec.chaosfs rule."""
+    pb = faults_pb2.Rule(id=rule_id, methods=list(r.methods), path=r.path,
+                         path_kind=faults_pb2.GLOB if r.glob else faults_pb2.REGEX,
+                         probability=r.probability, ttl_seconds=r.ttl_seconds,
+                         max_hits=r.max_hits)
+    if r.errno or r.random_errno:
+        pb.errno.code = r.errno
+        pb.errno.random = r.random_errno
+    if r.delay_us or r.jitter_us:
+        pb.delay.fixed_us = r.delay_us
+        pb.delay.jitter_us = r.jitter_us
+    if r.corrupt is not None:
+        pb.corrupt.mode = _CORRUPT_MODE[r.corrupt.mode]
+        pb.corrupt.length = r.corrupt.length
+        pb.corrupt.occurrences = r.corrupt.occurrences
+    if r.short:
+        pb.short.fraction = r.short
+    return pb
 
 
 def build_request(spec: IoChaosSpec) -> injure_pb2.Request:
@@ -147,23 +181,31 @@ class Sidecar:
     dial_timeout: float = 120.0   # how long connection errors are retried (0.9: 2 min)
     rpc_timeout: float = RPC_TIMEOUT
 
-    def _call(self, name: str, request: Any) -> Any:
+    def _call(self, name: str, request: Any, stub_class: Any = injure_pb2_grpc.InjureStub
+              ) -> Any:
         deadline = time.monotonic() + self.dial_timeout
         while True:
             with grpc.insecure_channel(self.addr) as ch:
-                stub = injure_pb2_grpc.InjureStub(ch)
+                stub = stub_class(ch)
                 try:
                     return getattr(stub, name)(request, timeout=self.rpc_timeout)
                 except grpc.RpcError as exc:
                     code = exc.code()
                     detail = (exc.details() or "").splitlines()[0:1]
                     msg = f"{name} to {self.addr}: {code.name}" + (f": {detail[0]}" if detail else "")
+                    if code == grpc.StatusCode.UNIMPLEMENTED and stub_class is not \
+                            injure_pb2_grpc.InjureStub:
+                        msg += " (spec.chaosfs needs a chaosfs sidecar with chaosfs.v1.Faults)"
                     if code != grpc.StatusCode.UNAVAILABLE:
-                        raise SidecarError(msg) from None
+                        raise SidecarError(msg, code) from None
                     if time.monotonic() + RETRY_INTERVAL > deadline:
-                        raise SidecarError(msg) from None
+                        raise SidecarError(msg, code) from None
             time.sleep(RETRY_INTERVAL)
 
+    def _v1(self, name: str, request: Any) -> Any:
+        return self._call(name, request, faults_pb2_grpc.FaultsStub)
+
+    # ---- 0.9's fault (injure.Injure)
     def set_fault(self, spec: IoChaosSpec) -> None:
         self._call(set_rpc_name(spec), build_request(spec))
 
@@ -172,3 +214,79 @@ class Sidecar:
 
     def injected(self) -> bool:
         return bool(self._call("Injected", empty_pb2.Empty()).injected)
+
+    # ---- spec.chaosfs (chaosfs.v1.Faults), rules by id
+    def rule_ids(self, prefix: str) -> set[str]:
+        """Ids of the rules the sidecar holds under an experiment's prefix."""
+        rules = self._v1("ListRules", faults_pb2.ListRulesRequest()).rules
+        return {r.id for r in rules if r.id.startswith(prefix)}
+
+    def add_rules(self, rules: list[tuple[str, RuleSpec]]) -> None:
+        """AddRule each; all or nothing (as 0.9's one SetFault was): on a refusal the ones
+        already added are taken back before the error is raised."""
+        added: list[str] = []
+        try:
+            for rule_id, rule in rules:
+                self._v1("AddRule", faults_pb2.AddRuleRequest(rule=rule_pb(rule_id, rule)))
+                added.append(rule_id)
+        except SidecarError:
+            if added:
+                try:
+                    self._v1("RemoveRule", faults_pb2.RemoveRuleRequest(ids=added))
+                except SidecarError:
+                    pass  # a budget ran out meanwhile (NOT_FOUND) or the sidecar went away
+            raise
+
+    def remove_rules(self, prefix: str) -> int:
+        """Remove every rule under the prefix; the count removed. RemoveRule is all or
+        nothing and a rule may expire (ttl, maxHits) between ListRules and it, so a NOT_FOUND
+        lists again."""
+        for _ in range(5):
+            ids = self.rule_ids(prefix)
+            if not ids:
+                return 0
+            try:
+                return self._v1("RemoveRule", faults_pb2.RemoveRuleRequest(
+                    ids=sorted(ids))).removed
+            except SidecarError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+        raise SidecarError(f"RemoveRule to {self.addr}: rules under {prefix} kept changing")
+
+    # ---- what the engine asks, whichever the kind
+    def inject(self, spec: IoChaosSpec, prefix: str) -> None:
+        """Set the experiment's faults. Its v1 rules are replaced, not kept: a new window or a
+        resume starts their ttl and maxHits budgets afresh, as 0.9's SetFault replaced."""
+        if not spec.v1:
+            self.set_fault(spec)
+            return
+        self.remove_rules(prefix)
+        self.add_rules(with_names(spec.rules, prefix))
+
+    def restore(self, spec: IoChaosSpec, prefix: str) -> list[str]:
+        """Set again what the sidecar lost (a restart, a RecoverAll or Clear by someone else):
+        what was set, empty if it held everything. A v1 rule with a ttl or maxHits is not set
+        again: the daemon removing it is its budget running out, which a restart cannot be
+        told from, and the budget should not be granted twice."""
+        if not spec.v1:
+            if self.injected():
+                return []
+            self.set_fault(spec)
+            return ["the 0.9 fault"]
+        held = self.rule_ids(prefix)
+        lost = [(i, r) for i, r in with_names(spec.rules, prefix)
+                if i not in held and not r.budgeted]
+        self.add_rules(lost)
+        return [i for i, _ in lost]
+
+    def recover(self, v1: bool, prefix: str) -> None:
+        """Take the experiment's faults away: its own v1 rules, or 0.9's RecoverAll. A sidecar
+        without chaosfs.v1 (0.9's own) cannot hold v1 rules: nothing to remove there."""
+        if not v1:
+            self.recover_all()
+            return
+        try:
+            self.remove_rules(prefix)
+        except SidecarError as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise

@@ -19,6 +19,13 @@ later or silently misbehave (each marked *deviation* below and in docs/controlle
 - path: an RE2 regex (*deviation*: checked here, since the sidecar refuses an invalid one).
 
 Unknown method names are kept and reported as warnings: the sidecar ignores them as 0.9 did.
+
+Beyond 0.9: ``spec.chaosfs.rules`` (controller/extension.py), chaosfs.v1 rules instead of 0.9's
+fault; with it the 0.9 fault fields (action, delay, errno, percent, path, methods) are refused
+and everything else (selection, mode, layer, addr, duration and scheduler) means the same.
+
+This is the one place the rules live: the controller runs it before it injects, ``chaosfs-
+controller check`` offline, and the validating webhook (controller/admission.py) at apply time.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from typing import Any, Mapping
 
 from controller.cron import CronError, Schedule, parse_cron
 from controller.duration import MICROSECOND, DurationError, parse_duration
+from controller.extension import KEY as EXTENSION_KEY
+from controller.extension import ExtensionError, RuleSpec, parse_extension
 
 GROUP = "chaos-mesh.org"
 VERSION = "v1alpha1"
@@ -37,6 +46,8 @@ PAUSE_ANNOTATION = "experiment.chaos-mesh.org/pause"
 DEFAULT_ADDR = ":65534"  # 0.9's default (its own template listened on :65533; see sidecar.py)
 
 ACTIONS = ("delay", "errno", "mixed")
+# 0.9's fault, which spec.chaosfs.rules replaces
+FAULT_FIELDS_09 = ("action", "delay", "errno", "percent", "path", "methods")
 MODES = ("one", "all", "fixed", "fixed-percent", "random-max-percent")
 MAX_DELAY_US = (1 << 32) - 1
 MAX_ERRNO = 511
@@ -93,10 +104,21 @@ class IoChaosSpec:
     duration_ns: int | None
     schedule: Schedule | None
     warnings: tuple[str, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()  # spec.chaosfs.rules; empty: 0.9's fault (action ...)
 
     @property
     def scheduled(self) -> bool:
         return self.schedule is not None
+
+    @property
+    def v1(self) -> bool:
+        """The faults are chaosfs.v1 rules (spec.chaosfs), not 0.9's SetFault."""
+        return bool(self.rules)
+
+    @property
+    def fault(self) -> str:
+        """What is injected, for podRecords and Events: 0.9's action, or "chaosfs"."""
+        return self.action or EXTENSION_KEY
 
 
 def _str(spec: Mapping[str, Any], key: str, path: str) -> str:
@@ -232,12 +254,21 @@ def _check_addr(addr: str) -> None:
 def parse_spec(spec: Any) -> IoChaosSpec:
     if not isinstance(spec, Mapping):
         raise SpecError("spec: must be an object")
-    action = _str(spec, "action", "spec")
-    if not action:
-        raise SpecError(f"spec.action: required, one of {', '.join(ACTIONS)}")
-    if action not in ACTIONS:
-        raise SpecError(f"spec.action: unknown action {action!r}, expected one of "
-                        f"{', '.join(ACTIONS)}")
+    extended = spec.get(EXTENSION_KEY) is not None
+    if extended:
+        for key in FAULT_FIELDS_09:
+            if spec.get(key) is not None:
+                raise SpecError(f"spec.{key}: part of 0.9's fault, not allowed with "
+                                f"spec.{EXTENSION_KEY} (each rule says what it injects)")
+        action = ""
+    else:
+        action = _str(spec, "action", "spec")
+        if not action:
+            raise SpecError(f"spec.action: required, one of {', '.join(ACTIONS)} (or "
+                            f"spec.{EXTENSION_KEY}.rules)")
+        if action not in ACTIONS:
+            raise SpecError(f"spec.action: unknown action {action!r}, expected one of "
+                            f"{', '.join(ACTIONS)}")
     mode = _str(spec, "mode", "spec")
     value = _str(spec, "value", "spec")
     _check_mode(mode, value)
@@ -286,7 +317,15 @@ def parse_spec(spec: Any) -> IoChaosSpec:
         except CronError as exc:
             raise SpecError(f"spec.scheduler.cron: {exc}") from None
 
+    rules: tuple[RuleSpec, ...] = ()
+    if extended:
+        try:
+            rules = parse_extension(spec[EXTENSION_KEY])
+        except ExtensionError as exc:
+            raise SpecError(str(exc)) from None
+
     return IoChaosSpec(
         selector=parse_selector(spec.get("selector")), mode=mode, value=value, action=action,
         delay_us=delay_us, errno=errno, percent=percent, path=path, methods=methods,
-        layer=layer, addr=addr, duration_ns=duration_ns, schedule=schedule, warnings=warnings)
+        layer=layer, addr=addr, duration_ns=duration_ns, schedule=schedule, warnings=warnings,
+        rules=rules)

@@ -46,3 +46,17 @@ def test_no_cluster_config_is_one_line() -> None:
     assert p.returncode == 1, p.stderr
     (line,) = p.stderr.splitlines()
     assert "no Kubernetes configuration" in line
+
+
+def test_check_takes_the_v1_example_and_names_the_field_of_a_bad_rule(tmp_path: Path) -> None:
+    example = ROOT / "deploy" / "examples" / "io-chaosfs-example.yaml"
+    p = run("check", str(example))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{example}: IoChaos io-chaosfs-example: ok\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(example.read_text().replace("errno: ENOSPC", "errno: ENOSPACE"))
+    p = run("check", str(bad))
+    assert p.returncode == 1
+    assert p.stdout == (f"{bad}: IoChaos io-chaosfs-example: spec.chaosfs.rules[2].errno: "
+                        "unknown errno 'ENOSPACE' (a number 1..511, a name such as EIO or "
+                        "ENOSPC, or random)\n")

@@ -4,6 +4,8 @@ what a schema can see is wrong; whatever the schema lets through, the controller
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CRD = yaml.safe_load((ROOT / "deploy" / "iochaos-crd.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-delay-example.yaml").read_text())
+V1_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-chaosfs-example.yaml").read_text())
 
 
 def schema_errors(obj: dict) -> list[str]:
@@ -95,3 +98,79 @@ def test_status_patch_carries_no_empty_strings() -> None:
         "phase": "Running", "reason": None, "duration": None, "endTime": None,
         "podRecords": [{"namespace": "ns", "name": "p", "podIP": "10.0.0.2", "message": "ok"}]}}
     assert rec["hostIP"] == ""  # the caller's dict is left alone
+
+
+# ------------------------------------------------------------------ spec.chaosfs
+def v1(spec_change: dict | None = None, **rule_change) -> dict:
+    obj = copy.deepcopy(V1_EXAMPLE)
+    rule = obj["spec"]["chaosfs"]["rules"][0]
+    for k, v in rule_change.items():
+        if v is None:
+            rule.pop(k, None)
+        else:
+            rule[k] = v
+    for k, v in (spec_change or {}).items():
+        if v is None:
+            obj["spec"].pop(k, None)
+        else:
+            obj["spec"][k] = v
+    return obj
+
+
+def test_v1_example_passes_schema_and_controller() -> None:
+    assert schema_errors(V1_EXAMPLE) == []
+    spec = parse_spec(V1_EXAMPLE["spec"])
+    assert [r.name for r in spec.rules] == ["snap-rot", "wal-slow", "wal-full"]
+
+
+def test_schema_and_controller_know_the_same_rule_fields() -> None:
+    from chaosfs.faults.methods import ALL_METHODS
+    from controller.extension import MAX_RULES, RULE_FIELDS
+    rules = SCHEMA["properties"]["spec"]["properties"]["chaosfs"]["properties"]["rules"]
+    assert rules["maxItems"] == MAX_RULES and rules["minItems"] == 1
+    assert tuple(rules["items"]["properties"]) == RULE_FIELDS
+    assert rules["items"]["properties"]["methods"]["items"]["enum"] == list(ALL_METHODS)
+
+
+@pytest.mark.parametrize("obj,field", [
+    (v1({"action": "errno"}), "spec"),                 # both kinds of fault (oneOf)
+    (v1({"chaosfs": None}), "spec"),                   # neither
+    (v1({"chaosfs": {"rules": []}}), "spec.chaosfs.rules"),
+    (v1({"chaosfs": {}}), "spec.chaosfs"),
+    (v1(methods=["reed"]), "spec.chaosfs.rules.0.methods.0"),
+    (v1(probability=150), "spec.chaosfs.rules.0.probability"),
+    (v1(probability="1.5"), "spec.chaosfs.rules.0.probability"),
+    (v1(maxHits=0), "spec.chaosfs.rules.0.maxHits"),
+    (v1(corrupt={"mode": "shred"}), "spec.chaosfs.rules.0.corrupt.mode"),
+    (v1(corrupt={"length": 0}), "spec.chaosfs.rules.0.corrupt.length"),
+    (v1(delay="soon"), "spec.chaosfs.rules.0.delay"),
+    (v1(ttl="0"), "spec.chaosfs.rules.0.ttl"),
+    (v1(name="Snap_Rot"), "spec.chaosfs.rules.0.name"),
+    (v1(short={"fraction": 2}), "spec.chaosfs.rules.0.short.fraction"),
+    (v1(short={}), "spec.chaosfs.rules.0.short"),
+])
+def test_schema_refuses_v1_and_controller_agrees(obj: dict, field: str) -> None:
+    errs = schema_errors(obj)
+    assert errs and all(e.startswith(field) for e in errs), errs
+    if field == "spec":  # the oneOf itself, not some field under spec
+        assert errs == ["spec"], errs
+    with pytest.raises(SpecError):
+        parse_spec(obj["spec"])
+
+
+@pytest.mark.parametrize("obj,message", [
+    (v1({"percent": "50"}), "spec.percent: part of 0.9's fault, not allowed with spec.chaosfs"),
+    (v1({"path": "wal"}), "spec.path: part of 0.9's fault"),
+    (v1(errno="EFOO"), "spec.chaosfs.rules[0].errno: unknown errno 'EFOO'"),
+    (v1(errno=38, methods=["fsync"]), "spec.chaosfs.rules[0].errno: ENOSYS on 'fsync'"),
+    (v1(glob="member/[snap"), "spec.chaosfs.rules[0].glob: unterminated '['"),
+    (v1(glob=None, path="snap/("), "spec.chaosfs.rules[0].path: invalid regex"),
+    (v1(methods=["fsync"]), "spec.chaosfs.rules[0].methods: corrupt and short act on read/write"),
+    (v1(ttl="200h"), "spec.chaosfs.rules[0].ttl: must be between 0 and 604800 seconds"),
+    (v1(delay="72m"), "spec.chaosfs.rules[0].delay: must be between 0 and 4294967295"),
+    (v1(name="wal-slow"), "spec.chaosfs.rules[1].name: 'wal-slow' is also rule [0]'s name"),
+])
+def test_what_only_the_controller_sees_in_v1_rules(obj: dict, message: str) -> None:
+    assert schema_errors(obj) == []
+    with pytest.raises(SpecError, match="^" + re.escape(message)):
+        parse_spec(obj["spec"])

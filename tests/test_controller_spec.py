@@ -348,3 +348,128 @@ def test_sidecar_addr_rules() -> None:
         sidecar_addr(with_containers({"name": "etcd"}), "")
     with pytest.raises(SidecarError, match="has no IP yet"):
         sidecar_addr(with_containers(SEED_SIDECAR, ip=""), "")
+
+
+# ------------------------------------------------------------------ spec.chaosfs (v1 rules)
+from controller.extension import rule_prefix  # noqa: E402
+from controller.sidecar import rule_pb  # noqa: E402
+
+
+def v1spec(*rules: dict, **kw) -> dict:
+    base = {"mode": "one", "layer": "fs", "selector": {"labelSelectors": {"app": "etcd"}},
+            "chaosfs": {"rules": list(rules)}}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_v1_rules_parse_to_the_sidecars_units_and_messages() -> None:
+    s = parse_spec(v1spec(
+        {"name": "sst-rot", "methods": ["read"], "glob": "**/*.sst", "probability": 2.5,
+         "corrupt": {"mode": "bitflip", "length": 4, "occurrences": 2}, "maxHits": 10},
+        {"methods": ["write", "fsync"], "path": "^wal/", "errno": "ENOSPC", "delay": "20ms",
+         "jitter": "1.5ms", "ttl": "10m"},
+        {"methods": ["read"], "short": {"fraction": 0.25}},
+        duration="1m", scheduler={"cron": "@every 5m"}))
+    assert s.v1 and s.fault == "chaosfs" and s.action == "" and s.scheduled
+    a, b, c = s.rules
+    assert (a.name, a.glob, a.path, a.probability, a.max_hits, a.budgeted) == \
+        ("sst-rot", True, "**/*.sst", 2.5, 10, True)
+    assert (a.corrupt.mode, a.corrupt.length, a.corrupt.occurrences) == ("bitflip", 4, 2)
+    assert (b.name, b.errno, b.delay_us, b.jitter_us, b.ttl_seconds, b.glob) == \
+        ("1", 28, 20_000, 1_500, 600.0, False)
+    assert (c.name, c.short, c.budgeted, c.actions()) == ("2", 0.25, False, ["short"])
+    # the AddRule message the sidecar gets
+    pb = rule_pb("iochaos/demo/x/sst-rot", a)
+    assert (pb.id, list(pb.methods), pb.path, pb.path_kind, pb.probability, pb.max_hits) == \
+        ("iochaos/demo/x/sst-rot", ["read"], "**/*.sst", 1, 2.5, 10)
+    assert (pb.corrupt.mode, pb.corrupt.length, pb.corrupt.occurrences) == (2, 4, 2)
+    assert not pb.HasField("errno") and not pb.HasField("delay") and not pb.HasField("short")
+    pb = rule_pb("id", b)
+    assert (pb.errno.code, pb.errno.random, pb.delay.fixed_us, pb.delay.jitter_us,
+            pb.ttl_seconds, pb.path_kind) == (28, False, 20_000, 1_500, 600.0, 0)
+    assert rule_pb("id", c).short.fraction == 0.25
+
+
+@pytest.mark.parametrize("value,code,random_", [
+    (5, 5, False), ("5", 5, False), ("EIO", 5, False), ("EDQUOT", 122, False),
+    ("random", 0, True)])
+def test_v1_errno_forms(value, code: int, random_: bool) -> None:
+    (r,) = parse_spec(v1spec({"errno": value})).rules
+    assert (r.errno, r.random_errno) == (code, random_)
+    pb = rule_pb("x", r)
+    assert (pb.errno.code, pb.errno.random) == (code, random_)
+
+
+R0 = "spec.chaosfs.rules[0]"
+
+
+@pytest.mark.parametrize("spec_,message", [
+    # 0.9's fault and the rules are alternatives
+    (v1spec({"errno": 5}, action="errno"), "spec.action: part of 0.9's fault, not allowed "
+                                           "with spec.chaosfs"),
+    (v1spec({"errno": 5}, percent="50"), "spec.percent: part of 0.9's fault"),
+    (v1spec({"errno": 5}, path="db"), "spec.path: part of 0.9's fault"),
+    (v1spec({"errno": 5}, methods=["read"]), "spec.methods: part of 0.9's fault"),
+    ({"mode": "one", "layer": "fs"}, "spec.action: required, one of delay, errno, mixed (or "
+                                     "spec.chaosfs.rules)"),
+    # the shared fields keep their rules
+    (v1spec({"errno": 5}, mode="fixed"), "spec.value: required with mode fixed"),
+    (v1spec({"errno": 5}, duration="1m"), "spec.duration: set without spec.scheduler"),
+    # the block and each rule
+    (v1spec(), "spec.chaosfs.rules: required, a list of 1..64 rules"),
+    ({**v1spec(), "chaosfs": {"rule": []}}, "spec.chaosfs.rule: unknown field"),
+    ({**v1spec(), "chaosfs": "errno"}, "spec.chaosfs: must be an object"),
+    (v1spec(*[{"errno": 5}] * 65), "spec.chaosfs.rules: 65 rules, at most 64"),
+    (v1spec({}), f"{R0}: a rule needs at least one of errno, delay, corrupt, short"),
+    (v1spec({"errno": 5, "maxHit": 3}), f"{R0}.maxHit: unknown field (known: name, "),
+    (v1spec({"errno": "EFOO"}), f"{R0}.errno: unknown errno 'EFOO'"),
+    (v1spec({"errno": 512}), f"{R0}.errno: 512 is outside 1..511"),
+    (v1spec({"errno": 0}), f"{R0}.errno: must be in 1..511"),
+    (v1spec({"errno": True}), f"{R0}.errno: must be a number, a name such as EIO, or random"),
+    (v1spec({"errno": "ENOSYS"}), f"{R0}.errno: ENOSYS on 'open' would make the kernel"),
+    (v1spec({"errno": 5, "methods": ["read", "reed"]}), f"{R0}.methods[1]: unknown method 'reed'"),
+    (v1spec({"errno": 5, "methods": "read"}), f"{R0}.methods: must be a list of strings"),
+    (v1spec({"errno": 5, "path": "db/(", }), f"{R0}.path: invalid regex 'db/('"),
+    (v1spec({"errno": 5, "glob": "db/[a"}), f"{R0}.glob: unterminated '[' in glob"),
+    (v1spec({"errno": 5, "glob": "*.sst", "path": "sst"}), f"{R0}.glob: give path (an RE2 "
+                                                          "regex) or glob, not both"),
+    (v1spec({"errno": 5, "probability": 100.5}), f"{R0}.probability: 100.5 is outside 0..100"),
+    (v1spec({"errno": 5, "probability": "50"}), f"{R0}.probability: must be a number"),
+    (v1spec({"delay": "10x"}), f'{R0}.delay: unknown unit "x"'),
+    (v1spec({"delay": "-1s"}), f"{R0}.delay: must be at least 0"),
+    (v1spec({"delay": "72m"}), f"{R0}.delay: must be between 0 and 4294967295 µs"),
+    (v1spec({"delay": 100}), f"{R0}.delay: must be a Go duration string"),
+    (v1spec({"delay": "1ms", "jitter": "2h"}), f"{R0}.jitter: must be between 0 and"),
+    (v1spec({"errno": 5, "ttl": "0s"}), f"{R0}.ttl: must be positive"),
+    (v1spec({"errno": 5, "ttl": "169h"}), f"{R0}.ttl: must be between 0 and 604800 seconds"),
+    (v1spec({"errno": 5, "maxHits": 0}), f"{R0}.maxHits: must be at least 1"),
+    (v1spec({"errno": 5, "maxHits": 1.5}), f"{R0}.maxHits: must be an integer"),
+    (v1spec({"corrupt": {"mode": "shred"}}), f"{R0}.corrupt.mode: unknown mode 'shred'"),
+    (v1spec({"corrupt": {"length": 0}}), f"{R0}.corrupt.length: must be 1..1048576 bytes"),
+    (v1spec({"corrupt": {"occurrences": 2000}}), f"{R0}.corrupt.occurrences: must be 1..1024"),
+    (v1spec({"corrupt": {}, "methods": ["fsync"]}), f"{R0}.methods: corrupt and short act on "
+                                                    "read/write"),
+    (v1spec({"short": {}}), f"{R0}.short.fraction: required"),
+    (v1spec({"short": {"fraction": 1}}), f"{R0}.short.fraction: must be in (0, 1), got 1"),
+    (v1spec({"errno": 5, "name": "Wal"}), f"{R0}.name: must be a DNS label"),
+    (v1spec({"errno": 5, "name": "a/b"}), f"{R0}.name: must be a DNS label"),
+    (v1spec({"errno": 5, "name": "1"}, {"errno": 5}), "spec.chaosfs.rules[1].name: '1' is "
+                                                      "also rule [0]'s name"),
+])
+def test_invalid_v1_specs_name_the_field_in_one_line(spec_: dict, message: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec_)
+    text = str(exc.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+def test_rule_ids_are_the_experiments_own_and_fit_the_daemon() -> None:
+    assert rule_prefix({"namespace": "demo", "name": "io-wal", "uid": "u"}) == \
+        "iochaos/demo/io-wal/"
+    uid = "7c1f3c52-4b0e-4f43-9d1e-2f6f6f0c7a11"
+    long = {"namespace": "n" * 63, "name": "x" * 200, "uid": uid}
+    assert rule_prefix(long) == f"iochaos/{uid}/"
+    # the longest rule name still makes an id the daemon takes (1..128 characters)
+    assert len(rule_prefix(long) + "r" * 63) <= 128
+    assert len(rule_prefix({"namespace": "n" * 25, "name": "x" * 31}) + "r" * 63) <= 128
