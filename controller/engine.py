@@ -22,6 +22,11 @@ Better than 0.9: while an experiment runs, every resync asks each injected pod's
 them again; one that cannot be reached is reported in its podRecord and an Event, not
 retried in a loop. A changed spec (generation) re-injects with the new spec (0.9 ignored
 edits of a running experiment).
+
+Two kinds of fault, one path: 0.9's (SetFault, recovered with RecoverAll) and spec.chaosfs's
+v1 rules (AddRule with the experiment's own ids, recovered by removing exactly those; see
+controller/sidecar.py). Which kind a pod holds is read from its podRecord's ``action``
+(``chaosfs`` for v1), so an edit from one kind to the other recovers what was really set.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import random
 from typing import Any, Callable, Mapping
 
 from controller.duration import format_duration
+from controller.extension import KEY as EXTENSION_KEY
+from controller.extension import rule_prefix
 from controller.kube import Cluster, Conflict
 from controller.metrics import ControllerMetrics
 from controller.selection import SelectionError, filter_by_mode, pod_key, select_pods
@@ -224,7 +231,7 @@ class Engine:
         m, st = pod.get("metadata") or {}, pod.get("status") or {}
         return {"namespace": m.get("namespace", ""), "name": m.get("name", ""),
                 "hostIP": st.get("hostIP", ""), "podIP": st.get("podIP", ""),
-                "action": spec.action if spec else "", "message": message}
+                "action": spec.fault if spec else "", "message": message}
 
     def _apply(self, obj: dict, spec: IoChaosSpec, now: dt.datetime,
                scheduler: Mapping[str, Any]) -> float:
@@ -243,9 +250,10 @@ class Engine:
         except Conflict:
             return None  # being deleted: the deletion path takes over
         records, failed = [], []
+        prefix = rule_prefix(obj["metadata"])
         for pod in pods:
             try:
-                Sidecar(sidecar_addr(pod, spec.addr), self.dial_timeout).set_fault(spec)
+                Sidecar(sidecar_addr(pod, spec.addr), self.dial_timeout).inject(spec, prefix)
                 records.append(self._record(pod, spec, self._ok_message(spec)))
                 self.metrics.injections.labels("ok").inc()
             except SidecarError as exc:
@@ -261,8 +269,9 @@ class Engine:
         self._patch_status(obj, {"phase": "Abnormal" if failed else "Normal", "reason": reason,
                                  "experiment": exp, "scheduler": dict(scheduler) or None})
         if ok:
+            what = f"{len(spec.rules)} chaosfs rule(s)" if spec.v1 else f"{spec.action} fault"
             self._event(obj, "Normal", INJECTED,
-                        f"{spec.action} fault set on {ok} pod(s): "
+                        f"{what} set on {ok} pod(s): "
                         + ", ".join(r["namespace"] + "/" + r["name"] for r in records
                                     if not r["message"].startswith("inject failed")))
         elif not pods:
@@ -284,6 +293,7 @@ class Engine:
         records = {(r.get("namespace"), r.get("name")): r for r in
                    ((obj.get("status") or {}).get("experiment") or {}).get("podRecords") or []}
         changed = False
+        prefix = rule_prefix(obj["metadata"])
         for key in self.injected_keys(obj):
             ns, _, name = key.partition("/")
             old = records.get((ns, name)) or {"namespace": ns, "name": name}
@@ -295,14 +305,15 @@ class Engine:
                 try:
                     side = Sidecar(sidecar_addr(pod, spec.addr), dial_timeout=0,
                                    rpc_timeout=self.probe_timeout)
-                    if side.injected():
+                    restored = side.restore(spec, prefix)
+                    if not restored:
                         msg = new["message"] if not new["message"].startswith("sidecar") \
                             else self._ok_message(spec)
                     else:
-                        side.set_fault(spec)
                         self.metrics.reinjections.inc()
                         msg = self._ok_message(spec) + " (re-injected: the sidecar had lost it)"
-                        self._event(obj, "Normal", REINJECTED, f"{key}: the sidecar had no fault; "
+                        self._event(obj, "Normal", REINJECTED,
+                                    f"{key}: the sidecar had lost {', '.join(restored)}; "
                                     "set again")
                 except SidecarError as exc:
                     msg = f"sidecar unreachable: {exc}"
@@ -317,7 +328,8 @@ class Engine:
             self._patch_status(obj, {"experiment": {"podRecords": list(records.values())}})
 
     # ------------------------------------------------------------------ recover
-    def _recover_pod(self, key: str, spec_addr: str) -> tuple[bool, str]:
+    def _recover_pod(self, key: str, spec_addr: str, v1: bool, prefix: str
+                     ) -> tuple[bool, str]:
         """(finalizer can go, message)."""
         ns, _, name = key.partition("/")
         pod = self.cluster.get_pod(ns, name)
@@ -326,7 +338,7 @@ class Engine:
         if not spec_addr and sidecar_port(pod) is None:
             return True, "pod has no chaosfs container"
         try:
-            Sidecar(sidecar_addr(pod, spec_addr), self.dial_timeout).recover_all()
+            Sidecar(sidecar_addr(pod, spec_addr), self.dial_timeout).recover(v1, prefix)
             return True, "recovered"
         except SidecarError as exc:
             if "UNAVAILABLE" in str(exc):
@@ -337,11 +349,22 @@ class Engine:
 
     def _recover_all(self, obj: dict, why: str) -> dict:
         addr = ""
-        if isinstance(obj.get("spec"), Mapping) and isinstance(obj["spec"].get("addr"), str):
-            addr = obj["spec"]["addr"] if obj["spec"]["addr"].startswith(":") else ""
+        raw = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+        if isinstance(raw.get("addr"), str):
+            addr = raw["addr"] if raw["addr"].startswith(":") else ""
+        # what each pod got, from its record (the spec may have changed kind since); a pod
+        # without one (the controller stopped between SetFault and the status write) got
+        # what the spec says now
+        recorded = {f"{r.get('namespace')}/{r.get('name')}": r.get("action") for r in
+                    ((obj.get("status") or {}).get("experiment") or {}).get("podRecords") or []
+                    if isinstance(r, Mapping)}
+        default_v1 = raw.get(EXTENSION_KEY) is not None
+        prefix = rule_prefix(obj["metadata"])
         done, failed = [], []
         for key in self.injected_keys(obj):
-            gone, msg = self._recover_pod(key, addr)
+            action = recorded.get(key)
+            v1 = action == EXTENSION_KEY if action else default_v1
+            gone, msg = self._recover_pod(key, addr, v1, prefix)
             (done if gone else failed).append(key)
             self.metrics.recoveries.labels("ok" if gone else "failed").inc()
             if not gone:

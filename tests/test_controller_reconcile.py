@@ -334,3 +334,163 @@ def test_unreachable_sidecar_is_reported_not_retried_forever(world) -> None:
     run(h.on_delete(namespace="demo", name="lost"))
     assert store.get_iochaos("demo", "lost") is None
     d2.start()
+
+
+# ------------------------------------------------------------------ spec.chaosfs (v1 rules)
+def v1_client(d):
+    import grpc
+    from chaosfs.proto import faults_pb2_grpc
+    ch = grpc.insecure_channel(d.addr)
+    return ch, faults_pb2_grpc.FaultsStub(ch)
+
+
+def rules_of(d) -> dict[str, str]:
+    """The daemon's rules: id -> origin."""
+    from chaosfs.proto import faults_pb2
+    ch, stub = v1_client(d)
+    try:
+        return {r.id: r.origin for r in stub.ListRules(faults_pb2.ListRulesRequest(),
+                                                       timeout=5).rules}
+    finally:
+        ch.close()
+
+
+def add_foreign_rule(d) -> None:
+    """What someone with chaosfs-ctl adds beside the experiment: it must survive recovery."""
+    from chaosfs.proto import faults_pb2
+    ch, stub = v1_client(d)
+    try:
+        stub.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
+            id="by-hand", methods=["write"], path="^elsewhere$", errno=faults_pb2.ErrnoAction(
+                code=errno.ENOSPC))), timeout=5)
+    finally:
+        ch.close()
+
+
+BLOB = bytes(range(256)) * 64  # 16 KiB with no zero run longer than one byte
+
+
+def read_bytes(d, rel: str) -> bytes | int:
+    try:
+        with open(d.mountpoint / rel, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        return exc.errno
+
+
+V1_SPEC = {"mode": "all", "layer": "fs", "selector": {"pods": {"demo": ["etcd-0", "etcd-1"]}},
+           "chaosfs": {"rules": [
+               {"name": "eio", "methods": ["read"], "glob": "data.txt", "errno": "EIO"},
+               {"name": "rot", "methods": ["read"], "glob": "*.bin",
+                "corrupt": {"mode": "zero", "length": 64}}]}}
+
+
+def test_v1_rules_injected_seen_through_the_mount_and_only_they_recovered(world) -> None:
+    store, h, clock, daemons = world
+    for d in daemons.values():
+        (d.original / "blob.bin").write_bytes(BLOB)
+    d0, d1, d2 = daemons["etcd-0"], daemons["etcd-1"], daemons["etcd-2"]
+    add_foreign_rule(d0)
+    store.create("io-v1", copy.deepcopy(V1_SPEC))
+    run(h.on_event(namespace="demo", name="io-v1"))
+
+    obj = store.get_iochaos("demo", "io-v1")
+    exp = obj["status"]["experiment"]
+    assert exp["phase"] == "Running" and obj["status"]["phase"] == "Normal"
+    assert sorted(obj["metadata"]["finalizers"]) == ["demo/etcd-0", "demo/etcd-1"]
+    assert all(r["action"] == "chaosfs" for r in exp["podRecords"])
+    (msg,) = [m for _, r, m in store.events if r == "ChaosInjected"]
+    head, _, pods = msg.partition(": ")
+    assert head == "2 chaosfs rule(s) set on 2 pod(s)"
+    assert sorted(pods.split(", ")) == ["demo/etcd-0", "demo/etcd-1"]
+    ours = {"iochaos/demo/io-v1/eio": "v1", "iochaos/demo/io-v1/rot": "v1"}
+    assert rules_of(d0) == {**ours, "by-hand": "v1"} and rules_of(d1) == ours
+    assert rules_of(d2) == {}
+    for d in (d0, d1):
+        assert read_bytes(d, "data.txt") == errno.EIO          # the errno rule, by glob
+        got = read_bytes(d, "blob.bin")                          # the corrupt rule
+        assert isinstance(got, bytes) and len(got) == len(BLOB) and got != BLOB
+        assert bytes(64) in got and got.replace(bytes(64), b"", 1) != BLOB.replace(bytes(64), b"")
+    assert read_bytes(d2, "data.txt") == b"hello\n" and read_bytes(d2, "blob.bin") == BLOB
+
+    # a restarted sidecar has lost the rules: the resync adds them again
+    d1.stop()
+    d1.start()
+    assert rules_of(d1) == {}
+    run(asyncio.sleep(0.1))
+    run(h.on_timer(namespace="demo", name="io-v1"))
+    assert rules_of(d1) == ours and read_bytes(d1, "data.txt") == errno.EIO
+    (msg,) = [m for _, r, m in store.events if r == "ChaosReinjected"]
+    assert msg == ("demo/etcd-1: the sidecar had lost iochaos/demo/io-v1/eio, "
+                   "iochaos/demo/io-v1/rot; set again")
+    run(h.on_timer(namespace="demo", name="io-v1"))  # nothing lost: nothing set again
+    assert store.reasons().count("ChaosReinjected") == 1
+
+    # deletion removes exactly the experiment's rules: the hand-made one stays
+    store.delete("io-v1")
+    run(h.on_delete(namespace="demo", name="io-v1"))
+    assert store.get_iochaos("demo", "io-v1") is None
+    assert rules_of(d0) == {"by-hand": "v1"} and rules_of(d1) == {}
+    for d in (d0, d1):
+        assert read_bytes(d, "data.txt") == b"hello\n" and read_bytes(d, "blob.bin") == BLOB
+
+
+def test_v1_budgets_are_the_daemons_and_not_granted_twice(world) -> None:
+    import time
+    store, h, clock, daemons = world
+    d0 = daemons["etcd-0"]
+    (d0.original / "brief.txt").write_bytes(b"soon\n")
+    store.create("io-budget", {**V1_SPEC, "selector": {"pods": {"demo": ["etcd-0"]}},
+                               "chaosfs": {"rules": [
+                                   {"name": "twice", "methods": ["read"], "glob": "data.txt",
+                                    "errno": 28, "maxHits": 2},
+                                   {"name": "brief", "methods": ["read"], "glob": "brief.txt",
+                                    "errno": "EACCES", "ttl": "700ms"}]}})
+    t0 = time.monotonic()
+    run(h.on_event(namespace="demo", name="io-budget"))
+    assert read_bytes(d0, "brief.txt") == errno.EACCES                 # ttl not over yet
+    assert [read_bytes(d0, "data.txt") for _ in range(3)] == [errno.ENOSPC, errno.ENOSPC,
+                                                              b"hello\n"]   # maxHits 2
+    time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))
+    assert read_bytes(d0, "brief.txt") == b"soon\n"                    # the ttl ran out
+    deadline = time.monotonic() + 5
+    while rules_of(d0) and time.monotonic() < deadline:   # the daemon's reaper removes both
+        time.sleep(0.05)
+    assert rules_of(d0) == {}
+    # the experiment still runs, and its spent rules are not added again
+    run(h.on_timer(namespace="demo", name="io-budget"))
+    assert rules_of(d0) == {} and read_bytes(d0, "data.txt") == b"hello\n"
+    assert "ChaosReinjected" not in store.reasons()
+    assert store.get_iochaos("demo", "io-budget")["status"]["experiment"]["phase"] == "Running"
+    store.delete("io-budget")
+    run(h.on_delete(namespace="demo", name="io-budget"))
+    assert store.get_iochaos("demo", "io-budget") is None
+
+
+def test_spec_edit_between_0_9_fault_and_v1_rules_recovers_what_was_set(world) -> None:
+    store, h, clock, daemons = world
+    d1 = daemons["etcd-1"]
+    store.create("switch", {**ERRNO_SPEC, "selector": {"pods": {"demo": ["etcd-1"]}}})
+    run(h.on_event(namespace="demo", name="switch"))
+    assert read_bytes(d1, "data.txt") == errno.EIO
+    assert set(rules_of(d1).values()) == {"injure"}
+    # 0.9 fault -> v1 rules: the 0.9 fault goes (RecoverAll, from the podRecord's action)
+    obj = store.chaos[("demo", "switch")]
+    obj["spec"] = {"mode": "all", "layer": "fs", "selector": {"pods": {"demo": ["etcd-1"]}},
+                   "chaosfs": {"rules": [{"methods": ["read"], "path": "data", "errno": 28}]}}
+    obj["metadata"]["generation"] = 2
+    run(h.on_event(namespace="demo", name="switch"))
+    assert rules_of(d1) == {"iochaos/demo/switch/0": "v1"}
+    assert read_bytes(d1, "data.txt") == errno.ENOSPC
+    # v1 rules -> 0.9 fault: the v1 rules go, and only they (not RecoverAll)
+    add_foreign_rule(d1)
+    obj = store.chaos[("demo", "switch")]
+    obj["spec"] = {**ERRNO_SPEC, "errno": "13", "selector": {"pods": {"demo": ["etcd-1"]}}}
+    obj["metadata"]["generation"] = 3
+    run(h.on_event(namespace="demo", name="switch"))
+    held = rules_of(d1)
+    assert held.pop("by-hand") == "v1" and set(held.values()) == {"injure"}
+    assert read_bytes(d1, "data.txt") == errno.EACCES
+    store.delete("switch")
+    run(h.on_delete(namespace="demo", name="switch"))
+    assert rules_of(d1) == {}  # 0.9's RecoverAll, as 0.9 did: the whole table
