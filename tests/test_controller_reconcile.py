@@ -494,3 +494,27 @@ def test_spec_edit_between_0_9_fault_and_v1_rules_recovers_what_was_set(world) -
     store.delete("switch")
     run(h.on_delete(namespace="demo", name="switch"))
     assert rules_of(d1) == {}  # 0.9's RecoverAll, as 0.9 did: the whole table
+
+
+def test_scheduled_v1_rules_get_a_fresh_budget_each_window(world) -> None:
+    store, h, clock, daemons = world
+    d2 = daemons["etcd-2"]
+    store.create("io-v1-cron", {"mode": "all", "layer": "fs", "duration": "30s",
+                                "scheduler": {"cron": "@every 1m"},
+                                "selector": {"pods": {"demo": ["etcd-2"]}},
+                                "chaosfs": {"rules": [{"name": "once", "methods": ["read"],
+                                                       "glob": "data.txt", "errno": "EIO",
+                                                       "maxHits": 1}]}})
+    run(h.on_event(namespace="demo", name="io-v1-cron"))
+    assert [read_bytes(d2, "data.txt") for _ in range(2)] == [errno.EIO, b"hello\n"]
+    clock.advance(31)   # the window ends: recovered (nothing left to remove is fine)
+    run(h.on_event(namespace="demo", name="io-v1-cron"))
+    st = store.get_iochaos("demo", "io-v1-cron")["status"]
+    assert st["experiment"]["phase"] == "Waiting" and rules_of(d2) == {}
+    clock.advance(30)   # the next tick: the rule again, with its budget afresh
+    run(h.on_event(namespace="demo", name="io-v1-cron"))
+    assert rules_of(d2) == {"iochaos/demo/io-v1-cron/once": "v1"}
+    assert [read_bytes(d2, "data.txt") for _ in range(2)] == [errno.EIO, b"hello\n"]
+    store.delete("io-v1-cron")
+    run(h.on_delete(namespace="demo", name="io-v1-cron"))
+    assert store.get_iochaos("demo", "io-v1-cron") is None

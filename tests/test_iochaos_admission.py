@@ -114,6 +114,32 @@ def test_invalid_specs_are_denied_with_the_field_named(server, changes: dict,
     assert "\n" not in status["message"]
 
 
+V1_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-chaosfs-example.yaml").read_text())
+
+
+def v1(**rule_changes) -> dict:
+    obj = copy.deepcopy(V1_EXAMPLE)
+    obj["spec"]["chaosfs"]["rules"][0].update(rule_changes)
+    return obj
+
+
+@pytest.mark.parametrize("obj,message", [
+    (v1(errno="ENOSPACE"), "spec.chaosfs.rules[0].errno: unknown errno 'ENOSPACE'"),
+    (v1(methods=["fsync"]), "spec.chaosfs.rules[0].methods: corrupt and short act on read/write"),
+    (v1(glob="snap/[x"), "spec.chaosfs.rules[0].glob: unterminated '['"),
+    (v1(ttl="30d"), 'spec.chaosfs.rules[0].ttl: unknown unit "d"'),
+    (v1(name="wal-full"), "spec.chaosfs.rules[2].name: 'wal-full' is also rule [0]'s name"),
+    ({**V1_EXAMPLE, "spec": {**V1_EXAMPLE["spec"], "percent": "50"}},
+     "spec.percent: part of 0.9's fault, not allowed with spec.chaosfs"),
+])
+def test_v1_rules_are_checked_too(server, obj: dict, message: str) -> None:
+    _, client = server
+    assert validate(client, review(V1_EXAMPLE))["allowed"] is True
+    out = validate(client, review(obj))
+    assert out["allowed"] is False and out["status"]["code"] == 422
+    assert out["status"]["message"].startswith(message), out["status"]["message"]
+
+
 def test_v1beta1_denial_has_the_same_shape(server) -> None:
     _, client = server
     out = validate(client, review(iochaos(mode="fixed"), version="v1beta1"))
