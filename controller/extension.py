@@ -21,12 +21,17 @@ what it meant, and selection, modes, scheduling, pause, status and finalizers ar
           delay: 20ms
           jitter: 30ms
           ttl: 10m
+        - methods: [write]
+          glob: "**/*.log"
+          torn: {sector: 4096}             # reports success, keeps a sector-aligned prefix
+          maxHits: 1
 
 The block replaces 0.9's fault: with it, ``action``, ``delay``, ``errno``, ``percent``,
 ``path`` and ``methods`` must be left out (each rule says what it injects). Each rule is
 checked here by the daemon's own rule validation (:func:`chaosfs.faults.rules.validate_rule`,
 the code AddRule runs), so the limits (errno 1..511, no ENOSYS where the kernel would switch an
-operation off, corrupt/short only on read/write, ttl at most 7 days, RE2 and glob syntax) are
+operation off, corrupt/short only on read/write, torn only on write, ttl at most 7 days, RE2
+and glob syntax) are
 the sidecar's, and an error names the rule's field: ``spec.chaosfs.rules[1].errno: ...``.
 
 The sidecar gets the rules through ``chaosfs.v1.Faults/AddRule`` with ids of their own
@@ -48,7 +53,7 @@ from controller.duration import MICROSECOND, SECOND, DurationError, parse_durati
 KEY = "chaosfs"
 MAX_RULES = 64
 RULE_FIELDS = ("name", "methods", "path", "glob", "probability", "errno", "delay", "jitter",
-               "corrupt", "short", "ttl", "maxHits")
+               "corrupt", "short", "torn", "ttl", "maxHits")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label: no "/" inside
 MAX_ID = 128  # the daemon's limit on a rule id
 
@@ -76,6 +81,7 @@ class RuleSpec:
     jitter_us: int = 0
     corrupt: daemon_rules.Corrupt | None = None
     short: float = 0.0
+    torn: int = 0                    # sector size of a torn write; 0: none
     ttl_seconds: float = 0.0
     max_hits: int = 0
 
@@ -95,6 +101,8 @@ class RuleSpec:
             out.append("corrupt")
         if self.short:
             out.append("short")
+        if self.torn:
+            out.append("torn")
         return out
 
 
@@ -207,6 +215,14 @@ def parse_rule(raw: Any, where: str, default_name: str) -> RuleSpec:
         short = _number(s["fraction"], f"{where}.short.fraction")
         if not 0.0 < short < 1.0:
             raise ExtensionError(f"{where}.short.fraction: must be in (0, 1), got {short:g}")
+    torn = 0
+    if "torn" in r:
+        t = _block(r["torn"], f"{where}.torn", ("sector",))
+        if "sector" not in t:
+            raise ExtensionError(f"{where}.torn.sector: required (512 or 4096)")
+        torn = _count(t["sector"], f"{where}.torn.sector", 0)
+        if torn == 0:  # 0 is "no torn write" to the daemon: an explicit block means one
+            raise ExtensionError(f"{where}.torn.sector: must be 512 or 4096")
     max_hits = _count(r.get("maxHits"), f"{where}.maxHits", 0)
     if "maxHits" in r and max_hits < 1:
         raise ExtensionError(f"{where}.maxHits: must be at least 1 (leave it out for no limit)")
@@ -217,7 +233,7 @@ def parse_rule(raw: Any, where: str, default_name: str) -> RuleSpec:
         errno=code, random_errno=random_errno,
         delay_us=_duration_us(r["delay"], f"{where}.delay") if "delay" in r else 0,
         jitter_us=_duration_us(r["jitter"], f"{where}.jitter") if "jitter" in r else 0,
-        corrupt=corrupt, short=short,
+        corrupt=corrupt, short=short, torn=torn,
         ttl_seconds=_duration_us(r["ttl"], f"{where}.ttl", positive=True) * MICROSECOND / SECOND
         if "ttl" in r else 0.0,
         max_hits=max_hits)
@@ -231,7 +247,7 @@ def daemon_rule(spec: RuleSpec, rule_id: str) -> daemon_rules.Rule:
         id=rule_id, methods=daemon_rules.method_ids(spec.methods), path=spec.path,
         path_kind="glob" if spec.glob else "regex", probability=spec.probability,
         errno=spec.errno, random_errno=spec.random_errno, delay_us=spec.delay_us,
-        jitter_us=spec.jitter_us, corrupt=spec.corrupt, short=spec.short,
+        jitter_us=spec.jitter_us, corrupt=spec.corrupt, short=spec.short, torn=spec.torn,
         ttl=spec.ttl_seconds, max_hits=spec.max_hits, origin="v1")
 
 

@@ -65,6 +65,8 @@ def rule_pb(rule_id: str, r: RuleSpec) -> faults_pb2.Rule:
         pb.corrupt.occurrences = r.corrupt.occurrences
     if r.short:
         pb.short.fraction = r.short
+    if r.torn:
+        pb.torn.sector = r.torn
     return pb
 
 

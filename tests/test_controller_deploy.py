@@ -148,6 +148,7 @@ def test_schema_and_controller_know_the_same_rule_fields() -> None:
     (v1(name="Snap_Rot"), "spec.chaosfs.rules.0.name"),
     (v1(short={"fraction": 2}), "spec.chaosfs.rules.0.short.fraction"),
     (v1(short={}), "spec.chaosfs.rules.0.short"),
+    (v1(torn={"sector": 1024}), "spec.chaosfs.rules.0.torn.sector"),
 ])
 def test_schema_refuses_v1_and_controller_agrees(obj: dict, field: str) -> None:
     errs = schema_errors(obj)

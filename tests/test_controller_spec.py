@@ -388,6 +388,8 @@ def test_v1_rules_parse_to_the_sidecars_units_and_messages() -> None:
     assert (pb.errno.code, pb.errno.random, pb.delay.fixed_us, pb.delay.jitter_us,
             pb.ttl_seconds, pb.path_kind) == (28, False, 20_000, 1_500, 600.0, 0)
     assert rule_pb("id", c).short.fraction == 0.25
+    (t,) = parse_spec(v1spec({"methods": ["write"], "torn": {"sector": 4096}})).rules
+    assert (t.torn, t.actions(), rule_pb("id", t).torn.sector) == (4096, ["torn"], 4096)
 
 
 @pytest.mark.parametrize("value,code,random_", [
@@ -450,6 +452,11 @@ R0 = "spec.chaosfs.rules[0]"
     (v1spec({"corrupt": {}, "methods": ["fsync"]}), f"{R0}.methods: corrupt and short act on "
                                                     "read/write"),
     (v1spec({"short": {}}), f"{R0}.short.fraction: required"),
+    (v1spec({"torn": {"sector": 1024}}), f"{R0}.torn.sector: must be 512 or 4096"),
+    (v1spec({"torn": {"sector": 0}}), f"{R0}.torn.sector: must be 512 or 4096"),
+    (v1spec({"torn": {}}), f"{R0}.torn.sector: required (512 or 4096)"),
+    (v1spec({"torn": {"sector": 512}, "methods": ["read"]}), f"{R0}.methods: torn acts on "
+                                                             "write"),
     (v1spec({"short": {"fraction": 1}}), f"{R0}.short.fraction: must be in (0, 1), got 1"),
     (v1spec({"errno": 5, "name": "Wal"}), f"{R0}.name: must be a DNS label"),
     (v1spec({"errno": 5, "name": "a/b"}), f"{R0}.name: must be a DNS label"),
