@@ -8,8 +8,9 @@ the status an invalid object would get. HTTP, TLS and metrics are the injector's
 
 What is refused: CREATE, and UPDATE that changes ``spec``, of an IoChaos whose spec
 parse_spec refuses, with ``allowed: false`` and ``status`` ``{code: 422, reason: Invalid,
-message: "<field>: <why>"}`` (what the API server itself answers for a schema error, so
-``kubectl`` prints ``Error from server (Invalid)`` and the message). What is let through:
+message: "<field>: <why>"}`` (the code and reason of a schema error; no ``details``, so
+``kubectl`` prints "The request is invalid: ... admission webhook ... denied the request:
+<field>: <why>" rather than a bare field list). What is let through:
 DELETE and CONNECT; UPDATEs that leave ``spec`` as it was (finalizers, annotations, kopf's
 bookkeeping: an object stored before the webhook existed must still be paused, recovered and
 finalized by the controller, whatever its spec); objects being deleted; anything that is not
