@@ -56,6 +56,7 @@ RULE_FIELDS = ("name", "methods", "path", "glob", "probability", "errno", "delay
                "corrupt", "short", "torn", "ttl", "maxHits")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label: no "/" inside
 MAX_ID = 128  # the daemon's limit on a rule id
+MAX_HITS = (1 << 63) - 1  # an int64, as a Kubernetes integer field is (the wire's is uint64)
 
 # The daemon's RuleError field -> the rule's field in the spec.
 _FIELD = {"delay.jitter": "jitter", "max_hits": "maxHits", "id": "name",
@@ -224,8 +225,9 @@ def parse_rule(raw: Any, where: str, default_name: str) -> RuleSpec:
         if torn == 0:  # 0 is "no torn write" to the daemon: an explicit block means one
             raise ExtensionError(f"{where}.torn.sector: must be 512 or 4096")
     max_hits = _count(r.get("maxHits"), f"{where}.maxHits", 0)
-    if "maxHits" in r and max_hits < 1:
-        raise ExtensionError(f"{where}.maxHits: must be at least 1 (leave it out for no limit)")
+    if "maxHits" in r and not 1 <= max_hits <= MAX_HITS:
+        raise ExtensionError(f"{where}.maxHits: must be in 1..{MAX_HITS} (leave it out for no "
+                             "limit)")
     spec = RuleSpec(
         name=name, methods=tuple(methods), path=pattern, glob=is_glob,
         probability=_number(r["probability"], f"{where}.probability")

@@ -251,7 +251,22 @@ def _check_addr(addr: str) -> None:
         raise SpecError(f"spec.addr: must be :PORT (dialled as <podIP>:PORT), got {addr!r}")
 
 
+def _one_line(text: str) -> str:
+    """Control characters escaped: field names and values in a message come from the user
+    (a map key may hold a newline), and the message is one line wherever it goes (status
+    reason, Event, admission denial, `check` output)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def parse_spec(spec: Any) -> IoChaosSpec:
+    """The checked spec, or SpecError with one line naming the field."""
+    try:
+        return _parse_spec(spec)
+    except SpecError as exc:
+        raise SpecError(_one_line(str(exc))) from None
+
+
+def _parse_spec(spec: Any) -> IoChaosSpec:
     if not isinstance(spec, Mapping):
         raise SpecError("spec: must be an object")
     extended = spec.get(EXTENSION_KEY) is not None

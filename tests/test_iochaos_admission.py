@@ -5,6 +5,7 @@ answer the API server would turn into `kubectl apply`'s error."""
 from __future__ import annotations
 
 import copy
+import os
 import json
 import uuid
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import trustme
 import yaml
 
+from controller.sidecar import rule_pb
+from controller.spec import parse_spec
 from injector.config import ConfigStore
 from injector.webhook import CertReloader, Webhook, WebhookOptions, WebhookServer
 from tests.test_webhook import Client, write_certs
@@ -223,3 +226,57 @@ def test_outcomes_are_counted_in_metrics(server) -> None:
         line = f'chaos_injector_iochaos_reviews_total{{result="{result}"}} ' \
                f'{before[result] + 1:.1f}'
         assert line.encode() in text, result
+
+
+# ------------------------------------------------------------------ fuzz: never an internal error
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) |
+                    st.floats(allow_nan=False) | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) |
+                    st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+@st.composite
+def mutated_specs(draw):
+    """A valid spec (0.9's example or the v1 example) with one value anywhere replaced by
+    arbitrary JSON, or one key dropped."""
+    spec = copy.deepcopy(draw(st.sampled_from([EXAMPLE["spec"], V1_EXAMPLE["spec"]])))
+    path = draw(st.sampled_from([p for p in _paths(spec) if p]))
+    parent = spec
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()) or not isinstance(parent, dict):
+        parent[path[-1]] = draw(JSON)
+    else:
+        del parent[path[-1]]
+    return spec
+
+
+@settings(max_examples=int(os.environ.get("CHAOSFS_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=mutated_specs())
+def test_any_spec_is_admitted_or_refused_with_one_line_never_an_internal_error(spec) -> None:
+    hook = Webhook(ConfigStore(), WebhookOptions())
+    doc = review({"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "IoChaos",
+                  "metadata": {"name": "f", "namespace": "demo"}, "spec": spec})
+    code, answer, result = hook.validate_iochaos(json.dumps(doc).encode())
+    assert code == 200 and result in ("allowed", "denied"), (result, answer)
+    out = answer["response"]
+    if not out["allowed"]:
+        message = out["status"]["message"]
+        assert message.startswith("spec") and "\n" not in message and len(message) < 600, message
+        return
+    # what is admitted can be sent: every rule makes an AddRule message
+    for rule in parse_spec(spec).rules:
+        rule_pb("iochaos/demo/f/" + rule.name, rule).SerializeToString()
