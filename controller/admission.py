@@ -7,10 +7,12 @@ the status an invalid object would get. HTTP, TLS and metrics are the injector's
 (``injector/webhook.py`` serves this at ``/validate-iochaos``); nothing here does I/O.
 
 What is refused: CREATE, and UPDATE that changes ``spec``, of an IoChaos whose spec
-parse_spec refuses, with ``allowed: false`` and ``status`` ``{code: 422, reason: Invalid,
-message: "<field>: <why>"}`` (the code and reason of a schema error; no ``details``, so
-``kubectl`` prints "The request is invalid: ... admission webhook ... denied the request:
-<field>: <why>" rather than a bare field list). What is let through:
+parse_spec refuses, with ``allowed: false`` and ``status`` ``{code: 400, reason: BadRequest,
+message: "<field>: <why>"}``. Not 422/Invalid: the API server passes a webhook's code,
+reason and message on but drops its ``details``, and ``kubectl`` prints an Invalid error
+without details as a bare "The request is invalid" (seen on the e2e node); with BadRequest
+it prints "Error from server (BadRequest): admission webhook ... denied the request:
+<field>: <why>". What is let through:
 DELETE and CONNECT; UPDATEs that leave ``spec`` as it was (finalizers, annotations, kopf's
 bookkeeping: an object stored before the webhook existed must still be paused, recovered and
 finalized by the controller, whatever its spec); objects being deleted; anything that is not
@@ -25,7 +27,7 @@ from typing import Any
 
 from controller.spec import GROUP, KIND, PLURAL, SpecError, parse_spec
 
-INVALID_CODE = 422  # metav1.StatusReasonInvalid's code, as for a schema violation
+INVALID_CODE = 400  # with reason BadRequest: kubectl shows the message (see above)
 
 
 @dataclass
@@ -78,5 +80,5 @@ def decide(request: dict) -> Verdict:
     try:
         spec = parse_spec(obj.get("spec"))
     except SpecError as exc:
-        return Verdict(False, "denied", str(exc), INVALID_CODE, "Invalid")
+        return Verdict(False, "denied", str(exc), INVALID_CODE, "BadRequest")
     return Verdict(True, "allowed", warnings=list(spec.warnings))

@@ -112,7 +112,7 @@ def test_invalid_specs_are_denied_with_the_field_named(server, changes: dict,
     out = validate(client, review(iochaos(**changes)))
     assert out["allowed"] is False
     status = out["status"]
-    assert (status["code"], status["reason"], status["status"]) == (422, "Invalid", "Failure")
+    assert (status["code"], status["reason"], status["status"]) == (400, "BadRequest", "Failure")
     assert status["message"].startswith(message), status["message"]
     assert "\n" not in status["message"]
 
@@ -139,7 +139,7 @@ def test_v1_rules_are_checked_too(server, obj: dict, message: str) -> None:
     _, client = server
     assert validate(client, review(V1_EXAMPLE))["allowed"] is True
     out = validate(client, review(obj))
-    assert out["allowed"] is False and out["status"]["code"] == 422
+    assert out["allowed"] is False and out["status"]["code"] == 400
     assert out["status"]["message"].startswith(message), out["status"]["message"]
 
 
