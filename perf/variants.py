@@ -219,9 +219,13 @@ def standard(quick: bool) -> list[Variant]:
                 [cy], rules=rules_nonmatching(1000)),
         Variant("devfuse-eio30", "chaosfs -transport=cython, 30% EIO on other path", "chaosfs",
                 [cy], rules=rule_other_path(30.0)),
+        # a power-loss directory each (the default, beside the backing dir, is one per
+        # backing dir: a second armed daemon on it is refused); the daemon removes it at exit
         Variant("devfuse-armed", "chaosfs -transport=cython, power loss armed", "chaosfs",
-                [cy], rules=arm_power_loss),
-        Variant("chaosfs-armed", "chaosfs, power loss armed", "chaosfs", rules=arm_power_loss),
+                [cy, f"-power-loss-dir=/var/tmp/chaosfs-perf-pl-devfuse.{os.getpid()}"],
+                rules=arm_power_loss),
+        Variant("chaosfs-armed", "chaosfs, power loss armed", "chaosfs",
+                [f"-power-loss-dir=/var/tmp/chaosfs-perf-pl-chaosfs.{os.getpid()}"], rules=arm_power_loss),
         Variant("chaosfs-splice", "chaosfs -fuse-hooks=false", "chaosfs", ["-fuse-hooks=false"]),
         Variant("fsync-inline", "chaosfs -fsync=inline", "chaosfs", ["-fsync=inline"]),
         Variant("passthrough", "chaosfs -passthrough=unmatched", "chaosfs", ["-passthrough=unmatched"]),
