@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import grpc
 from google.protobuf import empty_pb2
 
+from chaosfs.control.server import set_actions
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 from controller.extension import RuleSpec, with_names
 from controller.spec import IoChaosSpec
@@ -43,31 +44,13 @@ class SidecarError(RuntimeError):
         self.code = code
 
 
-_CORRUPT_MODE = {"random": faults_pb2.RANDOM, "zero": faults_pb2.ZERO,
-                 "bitflip": faults_pb2.BITFLIP}
-
-
 def rule_pb(rule_id: str, r: RuleSpec) -> faults_pb2.Rule:
     """The chaosfs.v1 AddRule rule for one spec.chaosfs rule."""
     pb = faults_pb2.Rule(id=rule_id, methods=list(r.methods), path=r.path,
                          path_kind=faults_pb2.GLOB if r.glob else faults_pb2.REGEX,
                          probability=r.probability, ttl_seconds=r.ttl_seconds,
                          max_hits=r.max_hits)
-    if r.errno or r.random_errno:
-        pb.errno.code = r.errno
-        pb.errno.random = r.random_errno
-    if r.delay_us or r.jitter_us:
-        pb.delay.fixed_us = r.delay_us
-        pb.delay.jitter_us = r.jitter_us
-    if r.corrupt is not None:
-        pb.corrupt.mode = _CORRUPT_MODE[r.corrupt.mode]
-        pb.corrupt.length = r.corrupt.length
-        pb.corrupt.occurrences = r.corrupt.occurrences
-    if r.short:
-        pb.short.fraction = r.short
-    if r.torn:
-        pb.torn.sector = r.torn
-    return pb
+    return set_actions(pb, r)
 
 
 def build_request(spec: IoChaosSpec) -> injure_pb2.Request:

@@ -142,6 +142,13 @@ def rule_to_pb(r: Rule, now: float, hits: int) -> Any:
         hits=hits, origin=r.origin,
         expires_in=max(0.0, r.expires_at - now) if r.expires_at else 0.0,
     )
+    return set_actions(pb, r)
+
+
+def set_actions(pb: Any, r: Any) -> Any:
+    """The action fields of a v1 Rule message from anything shaped like a Rule (errno,
+    random_errno, delay_us, jitter_us, corrupt, short, torn): the daemon's own rules and
+    the IoChaos controller's spec.chaosfs rules."""
     if r.errno or r.random_errno:
         pb.errno.code = r.errno
         pb.errno.random = r.random_errno
