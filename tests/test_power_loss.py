@@ -433,3 +433,30 @@ def test_torn_write_rule_reports_success_and_lands_a_sector_prefix(pl):
         pl.faults.AddRule(faults_pb2.AddRuleRequest(rule=faults_pb2.Rule(
             torn=faults_pb2.TornAction(sector=1000))), timeout=10)
     assert ei.value.details().startswith("torn.sector")
+
+
+def test_power_loss_dir_inside_original_is_refused_at_start(tmp_path):
+    from tests.conftest import CHAOSFS
+    (tmp_path / "o").mkdir()
+    (tmp_path / "m").mkdir()
+    cp = subprocess.run([CHAOSFS, f"-original={tmp_path}/o", f"-mountpoint={tmp_path}/m",
+                         f"-pidfile={tmp_path}/p", f"-power-loss-dir={tmp_path}/o/pl"],
+                        capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 2 and cp.stderr.count("\n") == 1
+    assert "-power-loss-dir" in cp.stderr and "inside -original" in cp.stderr
+
+
+def test_power_loss_dir_on_another_file_system_refuses_arming(daemon_factory, tmp_path):
+    other = Path("/dev/shm") / f"chaosfs-pl-{os.getpid()}"
+    d = daemon_factory("-transport=cython", f"-power-loss-dir={other}")
+    p = PL(d)
+    try:
+        with pytest.raises(grpc.RpcError) as ei:
+            p.arm()
+        assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not on -original's file system" in ei.value.details()
+        assert not p.status().armed and not other.exists()
+        write(p.m / "f", b"x")  # the daemon serves on as before
+        assert (p.o / "f").read_bytes() == b"x"
+    finally:
+        p.ch.close()
