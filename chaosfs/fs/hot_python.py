@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, Callable
 
 import trio
 from pyfuse3 import FUSEError
@@ -23,11 +23,31 @@ def _pread(fd: int, off: int, size: int) -> bytes:
         raise FUSEError(e.errno or errno.EIO) from None
 
 
-def _pwrite(fd: int, off: int, buf: Any) -> int:
+def pwrite_fuse(fd: int, off: int, buf: Any) -> int:
     try:
         return os.pwrite(fd, buf, off)
     except OSError as e:
         raise FUSEError(e.errno or errno.EIO) from None
+
+
+async def write_through(ops: Any, fh: int, off: int, buf: bytes,
+                        pwrite: Callable[[int, int, bytes], int]) -> int:
+    """A WRITE: the gate, then `pwrite(fd, off, data)`, counted in the stats. Also the
+    armed power-loss write (chaosfs.fs.power), whose pwrite records the change first."""
+    gate = ops.gate
+    t0 = monotonic()
+    h = ops.handles.get(fh)
+    if h is None:  # an fh we never issued: never some other file's fd
+        gate.note(M_WRITE, t0, True)
+        raise FUSEError(errno.EBADF)
+    try:
+        v = gate.check(M_WRITE, h.node) if gate.active else None
+        n = await v.apply_write(fh, off, buf, pwrite) if v is not None else pwrite(fh, off, buf)
+    except FUSEError:
+        gate.note(M_WRITE, t0, True)
+        raise
+    gate.note(M_WRITE, t0, False)
+    return n
 
 
 class PyHotPath:
@@ -61,21 +81,7 @@ class PyHotPath:
         return data
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        t0 = monotonic()
-        h = self._hot_handle(M_WRITE, fh, t0)
-        try:
-            if self.gate.active:
-                v = self.gate.check(M_WRITE, h.node)
-                if v is not None:
-                    n = await v.apply_write(fh, off, buf, _pwrite)
-                    self.gate.note(M_WRITE, t0, False)
-                    return n
-            n = _pwrite(fh, off, buf)
-        except FUSEError:
-            self.gate.note(M_WRITE, t0, True)
-            raise
-        self.gate.note(M_WRITE, t0, False)
-        return n
+        return await write_through(self, fh, off, buf, pwrite_fuse)
 
     async def _plain_fault(self, method: int, fh: int, t0: float) -> None:
         """The delay/errno a rule gives fsync or flush of this open (counted when it fails)."""

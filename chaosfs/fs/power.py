@@ -26,18 +26,19 @@ from typing import Any, Optional
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs.faults._gate import monotonic
 from chaosfs.faults.engine import blackout
 from chaosfs.faults.methods import ALL_METHODS, METHOD_ID
 from chaosfs.faults.rules import Rule
 from chaosfs.fs.durability import (MODELS, WRITE, CutOptions, CutReport, Durability, PowerLossArgError,
                                    PowerLossError)
+from chaosfs.fs.hot_python import pwrite_fuse, write_through
+from chaosfs.fs.inodes import IO_PASSTHROUGH
 
 log = logging.getLogger("chaosfs.power")
 
 CUT_RULE = "power-loss:cut"
 CUT_WRITES = "power-loss:cut-writes"
-M_WRITE, M_FSYNC = METHOD_ID["write"], METHOD_ID["fsync"]
+M_WRITE = METHOD_ID["write"]
 DEFAULT_MAX_UNDO = 1 << 30
 
 
@@ -66,16 +67,12 @@ class PowerLoss:
         except trio.RunFinishedError:
             raise PowerLossError("the file system is shutting down") from None
 
-    @property
-    def model(self) -> Optional[Durability]:
-        return self.ops.durable
-
     def _arm_on_loop(self, max_undo: int, model: str) -> dict:
         ops = self.ops
         if ops.durable is not None:
             raise PowerLossError("already armed (disarm first, or cut)")
         open_pt = sorted({ops.inodes.path_of(h.node) or "/" for h in ops.handles.values()
-                          if h.io == 2})  # IO_PASSTHROUGH
+                          if h.io == IO_PASSTHROUGH})
         if open_pt:
             raise PowerLossError(
                 f"{len(open_pt)} file(s) are open in kernel passthrough (-passthrough): their "
@@ -119,32 +116,17 @@ class PowerLoss:
 
     async def _armed_write(self, fh: int, off: int, buf: bytes) -> int:
         ops = self.ops
-        gate = ops.gate
-        t0 = monotonic()
-        h = ops.handles.get(fh)
-        if h is None:
-            gate.note(M_WRITE, t0, True)
-            raise FUSEError(errno.EBADF)
         gen = self.gen
 
         def pwrite(fd: int, at: int, data: bytes) -> int:
             if self.gen != gen:
                 raise FUSEError(errno.EIO)  # the power went while this write waited
-            if ops.durable is not None:
+            h = ops.handles.get(fd)
+            if ops.durable is not None and h is not None:
                 ops.armed_data(h.node, fd, WRITE, at, len(data))
-            try:
-                return os.pwrite(fd, data, at)
-            except OSError as e:
-                raise FUSEError(e.errno or errno.EIO) from None
+            return pwrite_fuse(fd, at, data)
 
-        try:
-            v = gate.check(M_WRITE, h.node) if gate.active else None
-            n = await v.apply_write(fh, off, buf, pwrite) if v is not None else pwrite(fh, off, buf)
-        except FUSEError:
-            gate.note(M_WRITE, t0, True)
-            raise
-        gate.note(M_WRITE, t0, False)
-        return n
+        return await write_through(ops, fh, off, buf, pwrite)
 
     async def _armed_fsync(self, fh: int, datasync: bool) -> None:
         ops = self.ops
