@@ -78,16 +78,14 @@ class DataOp:
 class FileTrack:
     """One file's data records since its last fsync."""
 
-    __slots__ = ("key", "fd", "undo_fd", "undo_name", "undo_len", "ops", "lost")
+    __slots__ = ("fd", "undo_fd", "undo_name", "undo_len", "ops")
 
-    def __init__(self, key: Key, fd: int, undo_fd: int, undo_name: str) -> None:
-        self.key = key
+    def __init__(self, fd: int, undo_fd: int, undo_name: str) -> None:
         self.fd = fd            # O_RDWR on the backing inode
         self.undo_fd = undo_fd  # its undo file (old bytes)
         self.undo_name = undo_name
         self.undo_len = 0
         self.ops: list[DataOp] = []
-        self.lost = 0           # bytes of old data not kept (undo bound)
 
 
 @dataclass
@@ -154,15 +152,14 @@ class Durability:
             raise PowerLossError(f"power-loss directory {workdir} is not on -original's file "
                                  "system (removed files are kept by hard links there)")
         self.workdir = workdir
-        self.root_fd = root_fd
-        self.root_key: Key = (root_st.st_dev, root_st.st_ino)
         self.root_path = os.readlink(f"/proc/self/fd/{root_fd}")
         self.max_undo = max_undo
         self.model = model
         self.stash_fd = os.open(os.path.join(workdir, "stash"), O_PATH | os.O_DIRECTORY)
         self.undo_dir_fd = os.open(os.path.join(workdir, "undo"), O_PATH | os.O_DIRECTORY)
         self.files: dict[Key, FileTrack] = {}
-        self.dirs: dict[Key, int] = {self.root_key: os.dup(root_fd)}  # O_PATH per directory
+        # an O_PATH handle per directory a record names
+        self.dirs: dict[Key, int] = {(root_st.st_dev, root_st.st_ino): os.dup(root_fd)}
         self.journal: list[Entry] = []
         self.synced_at: dict[Key, int] = {}
         self.commit_seq = 0
@@ -211,7 +208,7 @@ class Durability:
             except BaseException:
                 os.close(fd)
                 raise
-            t = self.files[key] = FileTrack(key, fd, undo, name)
+            t = self.files[key] = FileTrack(fd, undo, name)
         return t
 
     def _dir(self, key: Key, fd: int) -> Key:
@@ -230,7 +227,6 @@ class Durability:
                             "overwrites is not kept, a cut will report those ranges inexact",
                             self.max_undo)
             self.lost_bytes += length
-            t.lost += length
             return -1
         at = t.undo_len
         done = 0
@@ -309,7 +305,7 @@ class Durability:
         return link, st, key, False
 
     def removing(self, parent: Key, parent_fd: int, name: bytes) -> Entry:
-        """Before unlink/rmdir; `done(entry)` after it succeeded, `undo_keep` if it failed."""
+        """Before unlink/rmdir; `done(entry)` after it succeeded, `failed(entry)` if it failed."""
         link, st, key, is_dir = self._keep(parent_fd, name)
         self._dir(parent, parent_fd)
         return Entry(0, "gone", (parent,), parent, name, key, is_dir, link, st)
