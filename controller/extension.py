@@ -93,18 +93,7 @@ class RuleSpec:
         return bool(self.ttl_seconds or self.max_hits)
 
     def actions(self) -> list[str]:
-        out = []
-        if self.errno or self.random_errno:
-            out.append("errno")
-        if self.delay_us or self.jitter_us:
-            out.append("delay")
-        if self.corrupt is not None:
-            out.append("corrupt")
-        if self.short:
-            out.append("short")
-        if self.torn:
-            out.append("torn")
-        return out
+        return daemon_rules.actions_of(self)
 
 
 def rule_prefix(meta: Mapping[str, Any]) -> str:

@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from chaosfs import __version__
 from chaosfs.faults.engine import FaultEngine
 from chaosfs.faults.methods import ALL_METHODS
-from chaosfs.faults.rules import Rule
+from chaosfs.faults.rules import Rule, actions_of
 
 log = logging.getLogger("chaosfs.metrics")
 
@@ -44,18 +44,7 @@ BUCKET_BOUNDS = [str((1 << b) / 1e6) for b in range(N_BUCKETS - 1)] + ["+Inf"]
 
 
 def rule_actions(r: Rule) -> list[str]:
-    acts = []
-    if r.errno or r.random_errno:
-        acts.append("errno")
-    if r.delay_us or r.jitter_us:
-        acts.append("delay")
-    if r.corrupt is not None:
-        acts.append("corrupt")
-    if r.short:
-        acts.append("short")
-    if r.torn:
-        acts.append("torn")
-    return acts or ["none"]
+    return actions_of(r) or ["none"]
 
 
 class SidecarCollector(Collector):

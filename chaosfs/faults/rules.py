@@ -215,6 +215,23 @@ class Rule:
         return [] if self.methods is None else sorted(ALL_METHODS[m] for m in self.methods)
 
 
+def actions_of(r: object) -> list[str]:
+    """The action names a rule (or anything shaped like one: the controller's spec.chaosfs
+    rules) carries, in the order the v1 API lists them."""
+    acts = []
+    if r.errno or r.random_errno:
+        acts.append("errno")
+    if r.delay_us or r.jitter_us:
+        acts.append("delay")
+    if r.corrupt is not None:
+        acts.append("corrupt")
+    if r.short:
+        acts.append("short")
+    if r.torn:
+        acts.append("torn")
+    return acts
+
+
 def method_ids(names: Iterable[str], field_name: str = "methods",
                allowed: tuple[str, ...] = ALL_METHODS) -> Optional[frozenset[int]]:
     names = list(names)
