@@ -489,7 +489,8 @@ def pl_cut(ctx: click.Context, keep_probability: float, torn: bool, sector: str,
 
     def op(c: Client) -> Result:
         r = c.call(c.power.Cut, req, timeout=max(c.timeout, hold + 60)).result
-        return Result(_cut_text(r), _pb_dict(r), summary=_cut_text(r).splitlines()[0])
+        text = _cut_text(r)
+        return Result(text, _pb_dict(r), summary=text.splitlines()[0])
     _do(ctx, op)
 
 
