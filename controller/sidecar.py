@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import grpc
 from google.protobuf import empty_pb2
 
-from chaosfs.control.server import set_actions
+from chaosfs.control.rule_pb import set_actions
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 from controller.extension import RuleSpec, with_names
 from controller.spec import IoChaosSpec

@@ -175,3 +175,15 @@ def test_what_only_the_controller_sees_in_v1_rules(obj: dict, message: str) -> N
     assert schema_errors(obj) == []
     with pytest.raises(SpecError, match="^" + re.escape(message)):
         parse_spec(obj["spec"])
+
+
+def test_controller_imports_without_the_daemons_runtime():
+    """The controller runs in the injector's image: no trio, no pyfuse3 (a shared helper
+    that pulled in the daemon's engine once crash-looped it on the e2e node)."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "for m in ('trio', 'pyfuse3'): sys.modules[m] = None\n"
+            "import controller.engine, controller.operator, controller.sidecar\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr[-2000:]

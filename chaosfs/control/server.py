@@ -26,13 +26,13 @@ from chaosfs.faults import rules as faults
 from chaosfs.faults.engine import FaultEngine
 from chaosfs.faults.rules import Rule, RuleError
 from chaosfs.faults.methods import ALL_METHODS, COMPAT_METHODS, ENOSYS_STICKY, METHOD_ID
+from chaosfs.control.rule_pb import set_actions
 from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
 
 log = logging.getLogger("chaosfs.server")
 
 N_BUCKETS = 32
 _CORRUPT_MODE = {faults_pb2.RANDOM: "random", faults_pb2.ZERO: "zero", faults_pb2.BITFLIP: "bitflip"}
-_CORRUPT_ENUM = {v: k for k, v in _CORRUPT_MODE.items()}
 
 
 def _invalid(context: grpc.ServicerContext, e: Exception) -> None:
@@ -144,26 +144,6 @@ def rule_to_pb(r: Rule, now: float, hits: int) -> Any:
     )
     return set_actions(pb, r)
 
-
-def set_actions(pb: Any, r: Any) -> Any:
-    """The action fields of a v1 Rule message from anything shaped like a Rule (errno,
-    random_errno, delay_us, jitter_us, corrupt, short, torn): the daemon's own rules and
-    the IoChaos controller's spec.chaosfs rules."""
-    if r.errno or r.random_errno:
-        pb.errno.code = r.errno
-        pb.errno.random = r.random_errno
-    if r.delay_us or r.jitter_us:
-        pb.delay.fixed_us = r.delay_us
-        pb.delay.jitter_us = r.jitter_us
-    if r.corrupt is not None:
-        pb.corrupt.mode = _CORRUPT_ENUM[r.corrupt.mode]
-        pb.corrupt.length = r.corrupt.length
-        pb.corrupt.occurrences = r.corrupt.occurrences
-    if r.short:
-        pb.short.fraction = r.short
-    if r.torn:
-        pb.torn.sector = r.torn
-    return pb
 
 
 def percentile_us(hist: list[int], q: float) -> float:
