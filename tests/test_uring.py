@@ -275,8 +275,9 @@ def test_on_without_kernel_support_is_a_one_line_error(daemon_factory, enable_ur
 def test_auto_without_kernel_support_falls_back_to_dev_fuse(daemon_factory, enable_uring):
     enable_uring("N")
     d = daemon_factory("-transport=cython", "-fuse-uring=auto")
-    assert "FUSE over io_uring not used (-fuse-uring=auto)" in d.log_text()
-    assert "2 /dev/fuse worker thread(s) (io_uring not used" in d.log_text()
+    log = d.wait_log("FUSE connection")  # logged a moment after "ready"
+    assert "FUSE over io_uring not used (-fuse-uring=auto)" in log
+    assert "2 /dev/fuse worker thread(s) (io_uring not used" in log
     (d.mountpoint / "f").write_bytes(b"abc")
     assert (d.original / "f").read_bytes() == b"abc"
     assert io_uring_fds(d.proc.pid) == []
@@ -285,13 +286,13 @@ def test_auto_without_kernel_support_falls_back_to_dev_fuse(daemon_factory, enab
 def test_auto_with_kernel_support_uses_it(daemon_factory, enable_uring):
     enable_uring("Y")
     d = daemon_factory("-transport=cython", "-fuse-uring=auto")
-    assert "FUSE over io_uring (" in d.log_text()
+    assert "FUSE over io_uring (" in d.wait_log("FUSE over io_uring (")
 
 
 def test_off_never_asks_for_it(daemon_factory, enable_uring):
     enable_uring("Y")
     d = daemon_factory("-transport=cython")
-    log = d.log_text()
+    log = d.wait_log("FUSE connection")  # logged a moment after "ready"
     assert "protocol 7.40" in log and "2 /dev/fuse worker thread(s)" in log and "io_uring" not in log
 
 
