@@ -329,6 +329,50 @@ def test_delayed_requests_beyond_workers_stall_no_other_file(daemon_factory):
         os.close(fd)
 
 
+def test_delayed_lookups_stall_no_other_name_and_the_fast_path_comes_back(daemon_factory):
+    """-transport=cython answers metadata on its reading task while no rule can make a
+    request wait; a delay rule must switch that off at once (delayed lookups of one name
+    sleep on their own, every other name's create/stat/unlink goes on) and removing the
+    rule brings it back without losing a request."""
+    import grpc
+    from chaosfs.proto import faults_pb2_grpc
+    d = daemon_factory("-transport=cython", "-entry-timeout=0", "-attr-timeout=0")
+    # in a directory of their own: a create takes its directory's lock, which the kernel
+    # holds shared for every lookup in it, delayed or not
+    (d.original / "slow").mkdir()
+    for i in range(6):
+        (d.original / "slow" / f"s{i}").write_bytes(b"s")
+    with grpc.insecure_channel(d.addr) as ch:
+        stub = faults_pb2_grpc.FaultsStub(ch)
+        stub.AddRule(fpb.AddRuleRequest(rule=fpb.Rule(
+            id="slow", methods=["lookup"], path="^slow/", delay=fpb.DelayAction(fixed_us=2_000_000))))
+        done = []
+        threads = [threading.Thread(target=lambda i=i: done.append(os.stat(d.mountpoint / "slow" / f"s{i}").st_size))
+                   for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # all six lookups are sleeping in the daemon
+        t0 = time.monotonic()
+        for i in range(50):
+            p = d.mountpoint / f"fast{i}"
+            p.write_bytes(b"f" * i)
+            assert os.stat(p).st_size == i
+            p.unlink()
+        fast = time.monotonic() - t0
+        assert done == [], f"other names' metadata waited for the delayed lookups ({fast:.2f} s)"
+        assert fast < 1.5, fast
+        for t in threads:
+            t.join()
+        assert done == [1] * 6
+        stub.RemoveRule(fpb.RemoveRuleRequest(ids=["slow"]))
+    t0 = time.monotonic()
+    for i in range(6):
+        assert os.stat(d.mountpoint / "slow" / f"s{i}").st_size == 1
+    assert time.monotonic() - t0 < 1.0
+    assert sorted(os.listdir(d.mountpoint / "slow")) == [f"s{i}" for i in range(6)]
+    assert os.listdir(d.mountpoint) == ["slow"]
+
+
 def test_ttl_and_max_hits_expire(fs):
     m = fs.mountpoint
     add(fs, id="ttl", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), ttl_seconds=0.5)

@@ -6,6 +6,7 @@ in one step, so a request never sees half a change, and a bad request changes no
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import random
@@ -31,13 +32,18 @@ log = logging.getLogger("chaosfs.faults")
 class RequestSlot:
     """A request's place in its transport's concurrency limit (-workers), given up while a
     fault delay sleeps: a thousand delayed requests then wait on trio timers and stall no
-    other file's requests. The transport releases it when the request ends if `held`."""
+    other file's requests. The transport releases it when the request ends if `held`.
+
+    `limit` None: the request runs on the transport's reading task itself (the cython
+    transport does that while no rule can make a request wait, `FaultGate.may_wait`), so it
+    must never wait: a rule with a delay published meanwhile (on a gRPC thread) is one the
+    request was dispatched before, and its delay is not applied."""
 
     __slots__ = ("limit", "held")
 
-    def __init__(self, limit: trio.Semaphore) -> None:
+    def __init__(self, limit: Optional[trio.Semaphore]) -> None:
         self.limit = limit
-        self.held = True
+        self.held = limit is not None
 
 
 request_slot: ContextVar[Optional[RequestSlot]] = ContextVar("chaosfs_request_slot", default=None)
@@ -45,6 +51,8 @@ request_slot: ContextVar[Optional[RequestSlot]] = ContextVar("chaosfs_request_sl
 
 async def fault_sleep(seconds: float) -> None:
     slot = request_slot.get()
+    if slot is not None and slot.limit is None:
+        return  # on the reading task: see RequestSlot
     if slot is None or not slot.held:
         await trio.sleep(seconds)
         return
@@ -77,6 +85,10 @@ class Blackout:
         if ev is None:
             return
         slot = request_slot.get()
+        if slot is not None and slot.limit is None:
+            # On the reading task (see RequestSlot), dispatched as the cut began: it must
+            # not wait there, nor reach the backing files the cut is rolling back.
+            raise FUSEError(errno.EIO)
         if slot is None or not slot.held:
             await ev.wait()
             return
@@ -305,6 +317,9 @@ class FaultEngine:
             if not r.slot:  # a rule new to the table: a fresh counter for the C workers
                 r.slot = next(self._slots)
                 g.reset_hits(r.slot)
+        waits = any(r.delay_us or r.jitter_us or r.block for r in rules)
+        if waits:
+            g.may_wait = True  # before any request can see the rule
         if not rules and not self._held_active:
             g.active = False  # first: the hot path stops looking before the table empties
             g.matcher = build_matcher(())
@@ -313,6 +328,7 @@ class FaultEngine:
             g.matcher = build_matcher(rules)
             g.epoch += 1
             g.active = True
+        g.may_wait = waits
 
     def hold_active(self, on: bool) -> None:
         """Keep the gate active without rules (power-loss tracking), or stop doing so."""

@@ -206,6 +206,29 @@ _HOT_IDS = ((DF_HOT_READ, DF_M_READ), (DF_HOT_WRITE, DF_M_WRITE), (DF_HOT_FLUSH,
 _CORRUPT_MODE = {"zero": DF_CORRUPT_ZERO, "random": DF_CORRUPT_RANDOM, "bitflip": DF_CORRUPT_BITFLIP}
 
 
+cdef bint _inline(uint32_t op, FaultGate gate):
+    """Whether a request the workers passed up can be answered on the reading task itself:
+    no rule can make it wait (FaultGate.may_wait), and its handler awaits nothing else. A
+    task per request costs more than most handlers; pyfuse3's session loop, too, runs
+    handlers on the task that read them."""
+    if gate.may_wait:
+        return False
+    if op == FUSE_GETATTR or op == FUSE739_STATX:
+        # An injected error on a directory makes getattr drop its name through a thread,
+        # which may need the kernel to get a reply first: never on the reading task.
+        return not gate.active
+    return (op == FUSE_LOOKUP or op == FUSE_SETATTR or op == FUSE_OPEN or op == FUSE_CREATE
+            or op == FUSE_READ or op == FUSE_WRITE or op == FUSE_FLUSH or op == FUSE_RELEASE
+            or op == FUSE_OPENDIR or op == FUSE_READDIR or op == FUSE_READDIRPLUS
+            or op == FUSE_RELEASEDIR or op == FUSE_MKDIR or op == FUSE_MKNOD
+            or op == FUSE_SYMLINK or op == FUSE_LINK or op == FUSE_UNLINK or op == FUSE_RMDIR
+            or op == FUSE_READLINK or op == FUSE_ACCESS or op == FUSE_STATFS
+            or op == FUSE_GETXATTR or op == FUSE_LISTXATTR or op == FUSE_SETXATTR
+            or op == FUSE_REMOVEXATTR)
+    # Not: FSYNC, FSYNCDIR (a thread), RENAME (invalidates through a thread), locks (wait),
+    # FALLOCATE/LSEEK/COPY_FILE_RANGE (rare; as they were), TMPFILE, INTERRUPT.
+
+
 cdef bint _c_decidable(r):
     """Whether the workers can apply this rule themselves (see set_hot)."""
     return not (r.delay_us or r.jitter_us or r.max_hits or r.torn or r.block)  # Python's
@@ -434,6 +457,9 @@ cdef class DevFuseTransport:
                             scope = self.waits.get((<fuse_interrupt_in *>r.arg).unique)
                             if scope is not None:
                                 scope.cancel()
+                        continue
+                    if _inline(r.h.opcode, self.gate):
+                        await self._serve(r, None)  # never yields: see _inline
                         continue
                     await limit.acquire()
                     nursery.start_soon(self._serve, r, limit)
@@ -664,9 +690,12 @@ cdef class DevFuseTransport:
         await self.ops.forget(items)
 
     async def _serve(self, _Request r, limit):
+        """One request, in a task of its own (`limit`: the -workers semaphore it holds a
+        slot of) or on the reading task (None)."""
         cdef int err = 0
         slot = RequestSlot(limit)
-        request_slot.set(slot)  # this task's own context: a fault delay gives the slot up
+        # the request's own slot: a fault delay gives it up, the reading task must not wait
+        token = request_slot.set(slot)
         try:
             await self._dispatch(r)
         except FUSEError as e:
@@ -678,6 +707,7 @@ cdef class DevFuseTransport:
             log.exception("opcode %d failed unexpectedly", r.h.opcode)
             err = E.EIO
         finally:
+            request_slot.reset(token)
             if err:
                 self._reply(r, err, NULL, 0)
             if slot.held:
