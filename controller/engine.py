@@ -23,6 +23,13 @@ them again; one that cannot be reached is reported in its podRecord and an Event
 retried in a loop. A changed spec (generation) re-injects with the new spec (0.9 ignored
 edits of a running experiment).
 
+Power cuts (``spec.chaosfs.powerCut``): injection arms each pod's sidecar and its podRecord
+says ``powerCut: armed``; the level check asks each armed sidecar how long it has been
+armed and, once ``after`` has passed, cuts the power there, disarms, and writes the cut's
+time into ``powerCut`` and what was lost into the message (and an Event). A sidecar that
+lost its arming before the cut (restarted) is armed again and the wait starts over.
+Recovery disarms what is still armed, without a cut.
+
 Two kinds of fault, one path: 0.9's (SetFault, recovered with RecoverAll) and spec.chaosfs's
 v1 rules (AddRule with the experiment's own ids, recovered by removing exactly those; see
 controller/sidecar.py). Which kind a pod holds is read from its podRecord's ``action``
@@ -53,6 +60,8 @@ RESYNC_SECONDS = 10.0
 INJECTED, RECOVERED = "ChaosInjected", "ChaosRecovered"
 INJECT_FAILED, RECOVER_FAILED = "ChaosInjectFailed", "ChaosRecoverFailed"
 INVALID, REINJECTED, SIDECAR_LOST = "InvalidSpec", "ChaosReinjected", "SidecarUnreachable"
+POWER_CUT, POWER_CUT_FAILED = "PowerCut", "PowerCutFailed"
+ARMED = "armed"  # podRecord powerCut before the cut; after it, the cut's time
 
 
 def utcnow() -> dt.datetime:
@@ -133,8 +142,7 @@ class Engine:
 
         if not spec.scheduled:
             if exp.get("phase") == "Running":
-                self.level_check(obj, spec)
-                return self.resync
+                return min(self.level_check(obj, spec), self.resync)
             return self._apply(obj, spec, now, {})
 
         sched = status.get("scheduler") or {}
@@ -152,8 +160,8 @@ class Engine:
                     if start else ""}})
                 return self._until(now, next_start)
             else:
-                self.level_check(obj, spec)
-                return self._until(now, next_recover, cap=self.resync)
+                wake = self.level_check(obj, spec)
+                return self._until(now, next_recover, cap=min(wake, self.resync))
         elif exp.get("phase") == "Paused" and next_recover and now < next_recover:
             # resumed inside the current window: the rest of it, the same next start
             return self._apply(obj, spec, now, {"nextStart": sched.get("nextStart"),
@@ -227,11 +235,15 @@ class Engine:
         raise Conflict(f"IoChaos {obj['metadata']['name']}: finalizers kept changing")
 
     # ------------------------------------------------------------------ inject
-    def _record(self, pod: Mapping[str, Any], spec: IoChaosSpec | None, message: str) -> dict:
+    def _record(self, pod: Mapping[str, Any], spec: IoChaosSpec | None, message: str,
+                power_cut: str = "") -> dict:
         m, st = pod.get("metadata") or {}, pod.get("status") or {}
-        return {"namespace": m.get("namespace", ""), "name": m.get("name", ""),
-                "hostIP": st.get("hostIP", ""), "podIP": st.get("podIP", ""),
-                "action": spec.fault if spec else "", "message": message}
+        rec = {"namespace": m.get("namespace", ""), "name": m.get("name", ""),
+               "hostIP": st.get("hostIP", ""), "podIP": st.get("podIP", ""),
+               "action": spec.fault if spec else "", "message": message}
+        if power_cut:
+            rec["powerCut"] = power_cut
+        return rec
 
     def _apply(self, obj: dict, spec: IoChaosSpec, now: dt.datetime,
                scheduler: Mapping[str, Any]) -> float:
@@ -254,7 +266,8 @@ class Engine:
         for pod in pods:
             try:
                 Sidecar(sidecar_addr(pod, spec.addr), self.dial_timeout).inject(spec, prefix)
-                records.append(self._record(pod, spec, self._ok_message(spec)))
+                records.append(self._record(pod, spec, self._ok_message(spec),
+                                            ARMED if spec.power_cut else ""))
                 self.metrics.injections.labels("ok").inc()
             except SidecarError as exc:
                 self.metrics.injections.labels("failed").inc()
@@ -270,29 +283,41 @@ class Engine:
                                  "experiment": exp, "scheduler": dict(scheduler) or None})
         if ok:
             what = f"{len(spec.rules)} chaosfs rule(s)" if spec.v1 else f"{spec.action} fault"
+            if spec.power_cut:
+                what = ("power loss armed" + (f" and {what}" if spec.rules else "")
+                        + f" (cut in {format_duration(spec.power_cut.after_us * 1000)})")
             self._event(obj, "Normal", INJECTED,
                         f"{what} set on {ok} pod(s): "
                         + ", ".join(r["namespace"] + "/" + r["name"] for r in records
                                     if not r["message"].startswith("inject failed")))
         elif not pods:
             self._event(obj, "Normal", INJECTED, f"mode {spec.mode} {spec.value} picked no pod")
+        cap = self.resync
+        if spec.power_cut and ok:
+            cap = min(cap, spec.power_cut.after_us / 1e6)
         if spec.scheduled:
             return self._until(now, parse_time(scheduler.get("nextRecover")),
-                               parse_time(scheduler.get("nextStart")), cap=self.resync)
-        return self.resync
+                               parse_time(scheduler.get("nextStart")), cap=cap)
+        return cap
 
     def _ok_message(self, spec: IoChaosSpec) -> str:
+        if spec.power_cut:
+            return (f"power loss armed: the cut comes "
+                    f"{format_duration(spec.power_cut.after_us * 1000)} after arming")
         if spec.duration_ns:
             return f"fault set for {format_duration(spec.duration_ns)}"
         return "fault set until the experiment is deleted"
 
     # ------------------------------------------------------------------ level check
-    def level_check(self, obj: dict, spec: IoChaosSpec) -> None:
-        """Re-inject pods whose sidecar lost the faults; report those that cannot be reached.
-        The probe never waits out the 2-minute dial window: the next resync asks again."""
+    def level_check(self, obj: dict, spec: IoChaosSpec) -> float:
+        """Re-inject pods whose sidecar lost the faults; report those that cannot be reached;
+        cut the power where its time has come. The probe never waits out the 2-minute dial
+        window: the next resync asks again. The seconds until the next cut is due (inf:
+        none)."""
         records = {(r.get("namespace"), r.get("name")): r for r in
                    ((obj.get("status") or {}).get("experiment") or {}).get("podRecords") or []}
         changed = False
+        wake = float("inf")
         prefix = rule_prefix(obj["metadata"])
         for key in self.injected_keys(obj):
             ns, _, name = key.partition("/")
@@ -301,12 +326,18 @@ class Engine:
             if pod is None:
                 msg, new = "pod is gone", {**old, "message": "pod is gone"}
             else:
-                new = self._record(pod, spec, old.get("message", ""))
+                new = self._record(pod, spec, old.get("message", ""), old.get("powerCut", ""))
                 try:
                     side = Sidecar(sidecar_addr(pod, spec.addr), dial_timeout=0,
                                    rpc_timeout=self.probe_timeout)
                     restored = side.restore(spec, prefix)
-                    if not restored:
+                    power_msg = None
+                    if spec.power_cut and new.get("powerCut", ARMED) == ARMED:
+                        power_msg, due = self._power_check(obj, key, side, spec, new)
+                        wake = min(wake, due)
+                    if power_msg is not None:
+                        msg = power_msg
+                    elif not restored:
                         msg = new["message"] if not new["message"].startswith("sidecar") \
                             else self._ok_message(spec)
                     else:
@@ -326,10 +357,46 @@ class Engine:
                 changed = True
         if changed:
             self._patch_status(obj, {"experiment": {"podRecords": list(records.values())}})
+        return wake
+
+    def _power_check(self, obj: dict, key: str, side: Sidecar, spec: IoChaosSpec,
+                     record: dict) -> tuple[str | None, float]:
+        """One armed pod of a power-cut experiment: (new message or None, seconds until its
+        cut is due). Sets ``record["powerCut"]``."""
+        pc = spec.power_cut
+        after = pc.after_us / 1e6
+        st = side.power_status()
+        if not st.armed:
+            # the sidecar lost its tracking (restarted): what it held is gone with it, so
+            # a cut now would show nothing; arm again and wait the whole time again
+            side.arm(pc)
+            record["powerCut"] = ARMED
+            self.metrics.reinjections.inc()
+            self._event(obj, "Normal", REINJECTED,
+                        f"{key}: the sidecar was no longer armed; power loss armed again")
+            return (self._ok_message(spec) + " (armed again: the sidecar had lost it)", after)
+        armed_for = st.tracked.armed_seconds
+        if armed_for < after:
+            return None, after - armed_for
+        try:
+            res = side.cut(pc)
+        except SidecarError as exc:
+            self._event(obj, "Warning", POWER_CUT_FAILED, f"{key}: {exc}")
+            return f"power cut failed: {exc}", self.resync
+        now = self.clock()
+        record["powerCut"] = rfc3339(now)
+        msg = (f"power cut after {format_duration(int(armed_for * 1e9))} armed: "
+               f"{len(res.files)} file(s) rolled back, {res.bytes_dropped} unsynced byte(s) "
+               f"dropped, {res.ops_kept} write(s) kept, {len(res.entries)} directory "
+               f"entr{'y' if len(res.entries) == 1 else 'ies'} undone"
+               + (f"; INEXACT: {'; '.join(res.inexact)}" if res.inexact else ""))
+        self.metrics.power_cuts.inc()
+        self._event(obj, "Warning" if res.inexact else "Normal", POWER_CUT, f"{key}: {msg}")
+        return msg, float("inf")
 
     # ------------------------------------------------------------------ recover
-    def _recover_pod(self, key: str, spec_addr: str, v1: bool, prefix: str
-                     ) -> tuple[bool, str]:
+    def _recover_pod(self, key: str, spec_addr: str, v1: bool, prefix: str,
+                     power: bool = False) -> tuple[bool, str]:
         """(finalizer can go, message)."""
         ns, _, name = key.partition("/")
         pod = self.cluster.get_pod(ns, name)
@@ -338,7 +405,7 @@ class Engine:
         if not spec_addr and sidecar_port(pod) is None:
             return True, "pod has no chaosfs container"
         try:
-            Sidecar(sidecar_addr(pod, spec_addr), self.dial_timeout).recover(v1, prefix)
+            Sidecar(sidecar_addr(pod, spec_addr), self.dial_timeout).recover(v1, prefix, power)
             return True, "recovered"
         except SidecarError as exc:
             if "UNAVAILABLE" in str(exc):
@@ -355,16 +422,21 @@ class Engine:
         # what each pod got, from its record (the spec may have changed kind since); a pod
         # without one (the controller stopped between SetFault and the status write) got
         # what the spec says now
-        recorded = {f"{r.get('namespace')}/{r.get('name')}": r.get("action") for r in
+        recorded = {f"{r.get('namespace')}/{r.get('name')}": r for r in
                     ((obj.get("status") or {}).get("experiment") or {}).get("podRecords") or []
                     if isinstance(r, Mapping)}
         default_v1 = raw.get(EXTENSION_KEY) is not None
+        ext = raw.get(EXTENSION_KEY)
+        default_power = isinstance(ext, Mapping) and ext.get("powerCut") is not None
         prefix = rule_prefix(obj["metadata"])
         done, failed = [], []
         for key in self.injected_keys(obj):
-            action = recorded.get(key)
+            rec = recorded.get(key) or {}
+            action = rec.get("action")
             v1 = action == EXTENSION_KEY if action else default_v1
-            gone, msg = self._recover_pod(key, addr, v1, prefix)
+            # disarm what is still armed; a pod whose cut happened is disarmed already
+            power = rec.get("powerCut") == ARMED if rec else default_power
+            gone, msg = self._recover_pod(key, addr, v1, prefix, power)
             (done if gone else failed).append(key)
             self.metrics.recoveries.labels("ok" if gone else "failed").inc()
             if not gone:

@@ -26,6 +26,25 @@ what it meant, and selection, modes, scheduling, pause, status and finalizers ar
           torn: {sector: 4096}             # reports success, keeps a sector-aligned prefix
           maxHits: 1
 
+A power-loss experiment (issue 15's power cut), with or without rules::
+
+      chaosfs:
+        powerCut:
+          after: 30s              # required: the cut comes this long after the sidecar is armed
+          maxUndo: 1Gi            # bound on the old data kept (a quantity or bytes; 1Gi)
+          model: posix            # or journal: when a directory entry counts as durable
+          keepProbability: 0.3    # each unsynced write survives with this chance (0)
+          torn: {sector: 4096}    # the last unsynced write of a file keeps a sector prefix
+          block: false            # requests during the cut wait instead of failing with EIO
+          hold: 5s                # stay cut this long after the rollback (0)
+          seed: 7                 # the same seed, the same survivors
+
+At each injection the controller arms the sidecar's power-loss model
+(``chaosfs.v1.PowerLoss/Arm``); ``after`` later it cuts the power there (``Cut``: the backing
+directory loses what the app never made durable) and disarms. The end of the window, a pause
+or the deletion before ``after`` disarms without a cut. A scheduled experiment arms and cuts
+once per window, so ``after`` must fit in ``duration``.
+
 The block replaces 0.9's fault: with it, ``action``, ``delay``, ``errno``, ``percent``,
 ``path`` and ``methods`` must be left out (each rule says what it injects). Each rule is
 checked here by the daemon's own rule validation (:func:`chaosfs.faults.rules.validate_rule`,
@@ -255,11 +274,95 @@ def _daemon_check(spec: RuleSpec, where: str) -> None:
         raise ExtensionError(f"{where}.{field}: {text}") from None
 
 
-def parse_extension(raw: Any, where: str = f"spec.{KEY}") -> tuple[RuleSpec, ...]:
-    block = _block(raw, where, ("rules",))
+POWER_CUT_FIELDS = ("after", "maxUndo", "model", "keepProbability", "torn", "block", "hold",
+                    "seed")
+MODELS = ("posix", "journal")
+DEFAULT_MAX_UNDO = 1 << 30
+MAX_HOLD_US = 3600 * SECOND // MICROSECOND  # the sidecar's limit on hold
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_QUANTITY_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+                   "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+@dataclass(frozen=True)
+class PowerCutSpec:
+    """``spec.chaosfs.powerCut``, checked, in the sidecar's units."""
+
+    after_us: int
+    max_undo: int = DEFAULT_MAX_UNDO
+    model: str = "posix"
+    keep_probability: float = 0.0
+    torn_sector: int = 0        # 0: no torn write
+    block: bool = False
+    hold_us: int = 0
+    seed: int | None = None
+
+
+def _quantity(raw: Any, where: str) -> int:
+    """Bytes from an integer or a Kubernetes quantity without fractions (512Mi, 2G)."""
+    if isinstance(raw, bool):
+        raise ExtensionError(f"{where}: must be bytes or a quantity such as 512Mi")
+    if isinstance(raw, int):
+        n = raw
+    elif isinstance(raw, str) and _QUANTITY.match(raw):
+        m = _QUANTITY.match(raw)
+        n = int(m.group(1)) * _QUANTITY_UNITS[m.group(2)]
+    else:
+        raise ExtensionError(f"{where}: must be bytes or a quantity such as 512Mi, got {raw!r}")
+    if not 0 < n < 1 << 63:
+        raise ExtensionError(f"{where}: must be more than 0 bytes, got {raw!r}")
+    return n
+
+
+def parse_power_cut(raw: Any, where: str) -> PowerCutSpec:
+    b = _block(raw, where, POWER_CUT_FIELDS)
+    if "after" not in b:
+        raise ExtensionError(f"{where}.after: required (how long after arming the power is "
+                             "cut, e.g. 30s)")
+    model = b.get("model", "posix")
+    if model not in MODELS:
+        raise ExtensionError(f"{where}.model: unknown model {model!r}, expected posix or journal")
+    keep = _number(b["keepProbability"], f"{where}.keepProbability") \
+        if "keepProbability" in b else 0.0
+    if not 0.0 <= keep <= 1.0:
+        raise ExtensionError(f"{where}.keepProbability: must be within 0..1, got {keep:g}")
+    sector = 0
+    if "torn" in b:
+        t = _block(b["torn"], f"{where}.torn", ("sector",))
+        sector = _count(t.get("sector"), f"{where}.torn.sector", 512)
+        if sector not in (512, 4096):
+            raise ExtensionError(f"{where}.torn.sector: must be 512 or 4096, got {sector}")
+    block = b.get("block", False)
+    if not isinstance(block, bool):
+        raise ExtensionError(f"{where}.block: must be true or false, got {block!r}")
+    hold = _duration_us(b["hold"], f"{where}.hold") if "hold" in b else 0
+    if hold > MAX_HOLD_US:
+        raise ExtensionError(f"{where}.hold: at most 1h (the mount stays cut meanwhile)")
+    seed = None
+    if "seed" in b:
+        seed = _count(b["seed"], f"{where}.seed", 0)
+        if not 0 <= seed < 1 << 63:
+            raise ExtensionError(f"{where}.seed: must be in 0..{(1 << 63) - 1}")
+    return PowerCutSpec(
+        after_us=_duration_us(b["after"], f"{where}.after", positive=True),
+        max_undo=_quantity(b["maxUndo"], f"{where}.maxUndo") if "maxUndo" in b
+        else DEFAULT_MAX_UNDO,
+        model=model, keep_probability=keep, torn_sector=sector, block=block, hold_us=hold,
+        seed=seed)
+
+
+def parse_extension(raw: Any, where: str = f"spec.{KEY}"
+                    ) -> tuple[tuple[RuleSpec, ...], PowerCutSpec | None]:
+    """(rules, power cut) of ``spec.chaosfs``; at least one of them."""
+    block = _block(raw, where, ("rules", "powerCut"))
+    power = parse_power_cut(block["powerCut"], f"{where}.powerCut") \
+        if block.get("powerCut") is not None else None
     rules = block.get("rules")
+    if power is not None and rules is None:
+        return (), power
     if not isinstance(rules, list) or not rules:
-        raise ExtensionError(f"{where}.rules: required, a list of 1..{MAX_RULES} rules")
+        raise ExtensionError(f"{where}.rules: required, a list of 1..{MAX_RULES} rules "
+                             "(or powerCut)")
     if len(rules) > MAX_RULES:
         raise ExtensionError(f"{where}.rules: {len(rules)} rules, at most {MAX_RULES}")
     out: list[RuleSpec] = []
@@ -271,7 +374,7 @@ def parse_extension(raw: Any, where: str = f"spec.{KEY}") -> tuple[RuleSpec, ...
                                  f"[{seen[rule.name]}]'s name")
         seen[rule.name] = i
         out.append(rule)
-    return tuple(out)
+    return tuple(out), power
 
 
 def with_names(rules: tuple[RuleSpec, ...], prefix: str) -> list[tuple[str, RuleSpec]]:

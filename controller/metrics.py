@@ -46,6 +46,9 @@ class ControllerMetrics:
         self.recoveries = Counter("chaosfs_controller_recoveries",
                                   "pods recovered (RecoverAll, or nothing left to recover), "
                                   "by result", ["result"], registry=r)
+        self.power_cuts = Counter("chaosfs_controller_power_cuts",
+                                  "power cuts made on a pod's sidecar (spec.chaosfs.powerCut)",
+                                  registry=r)
         self.failures = Counter("chaosfs_controller_failures",
                                 "Warning Events the controller recorded, by reason",
                                 ["reason"], registry=r)

@@ -27,8 +27,9 @@ import grpc
 from google.protobuf import empty_pb2
 
 from chaosfs.control.rule_pb import set_actions
-from chaosfs.proto import faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc
-from controller.extension import RuleSpec, with_names
+from chaosfs.proto import (faults_pb2, faults_pb2_grpc, injure_pb2, injure_pb2_grpc,
+                           powerloss_pb2, powerloss_pb2_grpc)
+from controller.extension import PowerCutSpec, RuleSpec, with_names
 from controller.spec import IoChaosSpec
 
 CHAOSFS_DEFAULT_PORT = 65534
@@ -166,21 +167,21 @@ class Sidecar:
     dial_timeout: float = 120.0   # how long connection errors are retried (0.9: 2 min)
     rpc_timeout: float = RPC_TIMEOUT
 
-    def _call(self, name: str, request: Any, stub_class: Any = injure_pb2_grpc.InjureStub
-              ) -> Any:
+    def _call(self, name: str, request: Any, stub_class: Any = injure_pb2_grpc.InjureStub,
+              timeout: float | None = None) -> Any:
         deadline = time.monotonic() + self.dial_timeout
         while True:
             with grpc.insecure_channel(self.addr) as ch:
                 stub = stub_class(ch)
                 try:
-                    return getattr(stub, name)(request, timeout=self.rpc_timeout)
+                    return getattr(stub, name)(request, timeout=timeout or self.rpc_timeout)
                 except grpc.RpcError as exc:
                     code = exc.code()
                     detail = (exc.details() or "").splitlines()[0:1]
                     msg = f"{name} to {self.addr}: {code.name}" + (f": {detail[0]}" if detail else "")
                     if code == grpc.StatusCode.UNIMPLEMENTED and stub_class is not \
                             injure_pb2_grpc.InjureStub:
-                        msg += " (spec.chaosfs needs a chaosfs sidecar with chaosfs.v1.Faults)"
+                        msg += " (spec.chaosfs needs a chaosfs sidecar with chaosfs.v1)"
                     if code != grpc.StatusCode.UNAVAILABLE:
                         raise SidecarError(msg, code) from None
                     if time.monotonic() + RETRY_INTERVAL > deadline:
@@ -238,6 +239,41 @@ class Sidecar:
                     raise
         raise SidecarError(f"RemoveRule to {self.addr}: rules under {prefix} kept changing")
 
+    # ---- spec.chaosfs.powerCut (chaosfs.v1.PowerLoss)
+    def _power(self, name: str, request: Any, timeout: float | None = None) -> Any:
+        return self._call(name, request, powerloss_pb2_grpc.PowerLossStub, timeout)
+
+    def power_status(self) -> Any:
+        return self._power("Status", powerloss_pb2.StatusRequest())
+
+    def arm(self, pc: PowerCutSpec) -> bool:
+        """Arm the sidecar's power-loss model; False if it was armed already (it keeps what
+        it tracked: a tick inside a running window, or a controller restart)."""
+        try:
+            self._power("Arm", powerloss_pb2.ArmRequest(
+                max_undo_bytes=pc.max_undo,
+                model=powerloss_pb2.DurabilityModel.Value(pc.model.upper())))
+            return True
+        except SidecarError as exc:
+            if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
+                return False
+            raise
+
+    def cut(self, pc: PowerCutSpec) -> Any:
+        """Cut the power (the sidecar rolls back what was never durable), then disarm; the
+        CutResult. The call lasts the rollback plus ``hold``."""
+        req = powerloss_pb2.CutRequest(keep_probability=pc.keep_probability,
+                                       torn=bool(pc.torn_sector), sector=pc.torn_sector or 512,
+                                       block=pc.block, hold_seconds=pc.hold_us / 1e6)
+        if pc.seed is not None:
+            req.seed = pc.seed
+        result = self._power("Cut", req, timeout=self.rpc_timeout + pc.hold_us / 1e6 + 60).result
+        self.disarm()
+        return result
+
+    def disarm(self) -> bool:
+        return bool(self._power("Disarm", powerloss_pb2.DisarmRequest()).was_armed)
+
     # ---- what the engine asks, whichever the kind
     def inject(self, spec: IoChaosSpec, prefix: str) -> None:
         """Set the experiment's faults. Its v1 rules are replaced, not kept: a new window or a
@@ -245,8 +281,15 @@ class Sidecar:
         if not spec.v1:
             self.set_fault(spec)
             return
+        if spec.power_cut is not None:
+            self.arm(spec.power_cut)
         self.remove_rules(prefix)
-        self.add_rules(with_names(spec.rules, prefix))
+        try:
+            self.add_rules(with_names(spec.rules, prefix))
+        except SidecarError:
+            if spec.power_cut is not None:
+                self.disarm()  # all or nothing
+            raise
 
     def restore(self, spec: IoChaosSpec, prefix: str) -> list[str]:
         """Set again what the sidecar lost (a restart, a RecoverAll or Clear by someone else):
@@ -264,14 +307,17 @@ class Sidecar:
         self.add_rules(lost)
         return [i for i, _ in lost]
 
-    def recover(self, v1: bool, prefix: str) -> None:
-        """Take the experiment's faults away: its own v1 rules, or 0.9's RecoverAll. A sidecar
-        without chaosfs.v1 (0.9's own) cannot hold v1 rules: nothing to remove there."""
+    def recover(self, v1: bool, prefix: str, power: bool = False) -> None:
+        """Take the experiment's faults away: its own v1 rules, or 0.9's RecoverAll, and
+        its power-loss tracking (without a cut). A sidecar without chaosfs.v1 (0.9's own)
+        cannot hold v1 rules nor be armed: nothing to remove there."""
         if not v1:
             self.recover_all()
             return
         try:
             self.remove_rules(prefix)
+            if power:
+                self.disarm()
         except SidecarError as exc:
             if exc.code != grpc.StatusCode.UNIMPLEMENTED:
                 raise

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 from controller.cron import CronError, Schedule, parse_cron
 from controller.duration import MICROSECOND, DurationError, parse_duration
 from controller.extension import KEY as EXTENSION_KEY
-from controller.extension import ExtensionError, RuleSpec, parse_extension
+from controller.extension import ExtensionError, PowerCutSpec, RuleSpec, parse_extension
 
 GROUP = "chaos-mesh.org"
 VERSION = "v1alpha1"
@@ -105,6 +105,7 @@ class IoChaosSpec:
     schedule: Schedule | None
     warnings: tuple[str, ...] = ()
     rules: tuple[RuleSpec, ...] = ()  # spec.chaosfs.rules; empty: 0.9's fault (action ...)
+    power_cut: PowerCutSpec | None = None  # spec.chaosfs.powerCut
 
     @property
     def scheduled(self) -> bool:
@@ -113,7 +114,7 @@ class IoChaosSpec:
     @property
     def v1(self) -> bool:
         """The faults are chaosfs.v1 rules (spec.chaosfs), not 0.9's SetFault."""
-        return bool(self.rules)
+        return bool(self.rules) or self.power_cut is not None
 
     @property
     def fault(self) -> str:
@@ -333,14 +334,19 @@ def _parse_spec(spec: Any) -> IoChaosSpec:
             raise SpecError(f"spec.scheduler.cron: {exc}") from None
 
     rules: tuple[RuleSpec, ...] = ()
+    power_cut = None
     if extended:
         try:
-            rules = parse_extension(spec[EXTENSION_KEY])
+            rules, power_cut = parse_extension(spec[EXTENSION_KEY])
         except ExtensionError as exc:
             raise SpecError(str(exc)) from None
+        if power_cut is not None and duration_ns is not None \
+                and power_cut.after_us * 1000 > duration_ns:
+            raise SpecError(f"spec.{EXTENSION_KEY}.powerCut.after: longer than spec.duration "
+                            "(the window would end, disarmed, before the cut)")
 
     return IoChaosSpec(
         selector=parse_selector(spec.get("selector")), mode=mode, value=value, action=action,
         delay_us=delay_us, errno=errno, percent=percent, path=path, methods=methods,
         layer=layer, addr=addr, duration_ns=duration_ns, schedule=schedule, warnings=warnings,
-        rules=rules)
+        rules=rules, power_cut=power_cut)

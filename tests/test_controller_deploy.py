@@ -20,6 +20,7 @@ CRD = yaml.safe_load((ROOT / "deploy" / "iochaos-crd.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-delay-example.yaml").read_text())
 V1_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-chaosfs-example.yaml").read_text())
+POWER_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-power-cut-example.yaml").read_text())
 
 
 def schema_errors(obj: dict) -> list[str]:
@@ -43,6 +44,27 @@ ERRNO_EXAMPLE = {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "IoChaos",
                  "spec": {"action": "errno", "mode": "one", "percent": "50", "layer": "fs",
                           "duration": "400s", "scheduler": {"cron": "@every 10m"},
                           "selector": {"labelSelectors": {"app": "etcd"}}}}
+
+
+def test_power_cut_example_passes_schema_and_controller() -> None:
+    assert schema_errors(POWER_EXAMPLE) == []
+    pc = parse_spec(POWER_EXAMPLE["spec"]).power_cut
+    assert (pc.after_us, pc.max_undo, pc.model, pc.keep_probability, pc.torn_sector,
+            pc.hold_us) == (180_000_000, 2 << 30, "journal", 0.2, 4096, 10_000_000)
+    for change, field in [({"after": "soon"}, "after"), ({"model": "ext4"}, "model"),
+                          ({"keepProbability": 2}, "keepProbability"),
+                          ({"torn": {"sector": 1024}}, "torn.sector"), ({"block": "yes"}, "block")]:
+        spec = copy.deepcopy(POWER_EXAMPLE["spec"])
+        spec["chaosfs"]["powerCut"].update(change)
+        errs = schema_errors({**POWER_EXAMPLE, "spec": spec})
+        assert errs and all(e.startswith("spec.chaosfs.powerCut." + field) for e in errs), errs
+        with pytest.raises(SpecError, match=r"^spec\.chaosfs\.powerCut\." + field.split(".")[0]):
+            parse_spec(spec)
+    spec = copy.deepcopy(POWER_EXAMPLE["spec"])
+    del spec["chaosfs"]["powerCut"]["after"]
+    assert schema_errors({**POWER_EXAMPLE, "spec": spec})
+    with pytest.raises(SpecError, match="powerCut.after: required"):
+        parse_spec(spec)
 
 
 @pytest.mark.parametrize("obj", [EXAMPLE, ERRNO_EXAMPLE])

@@ -518,3 +518,110 @@ def test_scheduled_v1_rules_get_a_fresh_budget_each_window(world) -> None:
     store.delete("io-v1-cron")
     run(h.on_delete(namespace="demo", name="io-v1-cron"))
     assert store.get_iochaos("demo", "io-v1-cron") is None
+
+
+# ------------------------------------------------------------------ spec.chaosfs.powerCut
+def power_of(d):
+    """The daemon's PowerLossStatus."""
+    import grpc
+    from chaosfs.proto import powerloss_pb2, powerloss_pb2_grpc
+    with grpc.insecure_channel(d.addr) as ch:
+        return powerloss_pb2_grpc.PowerLossStub(ch).Status(powerloss_pb2.StatusRequest(), timeout=5)
+
+
+def power_spec(after: str) -> dict:
+    return {"mode": "all", "layer": "fs", "selector": {"pods": {"demo": ["etcd-0", "etcd-1"]}},
+            "chaosfs": {"powerCut": {"after": after}}}
+
+
+def write_durably(path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)  # the new name is durable only once its directory is
+    finally:
+        os.close(dfd)
+
+
+def test_power_cut_arms_cuts_after_its_time_loses_only_the_unsynced_and_disarms(world) -> None:
+    import time
+    store, h, clock, daemons = world
+    d0, d1, d2 = daemons["etcd-0"], daemons["etcd-1"], daemons["etcd-2"]
+    store.create("io-pc", power_spec("1s"))
+    run(h.on_event(namespace="demo", name="io-pc"))
+    obj = store.get_iochaos("demo", "io-pc")
+    assert sorted(obj["metadata"]["finalizers"]) == ["demo/etcd-0", "demo/etcd-1"]
+    recs = obj["status"]["experiment"]["podRecords"]
+    assert [r["powerCut"] for r in recs] == ["armed", "armed"]
+    assert all(r["message"] == "power loss armed: the cut comes 1s after arming" for r in recs)
+    assert power_of(d0).armed and power_of(d1).armed and not power_of(d2).armed
+    (msg,) = [m for _, r, m in store.events if r == "ChaosInjected"]
+    assert msg.startswith("power loss armed (cut in 1s) set on 2 pod(s)")
+
+    m = d0.mountpoint
+    write_durably(m / "kept.txt", b"synced\n")
+    (m / "lost.txt").write_bytes(b"never synced\n")        # name and data never durable
+    with open(m / "data.txt", "r+b") as f:                  # existed before arming
+        f.write(b"HELLO")
+    run(h.on_timer(namespace="demo", name="io-pc"))          # before its time: no cut
+    assert power_of(d0).armed and "PowerCut" not in store.reasons()
+    assert (m / "lost.txt").exists()
+
+    time.sleep(1.1)
+    run(h.on_timer(namespace="demo", name="io-pc"))
+    assert sorted(os.listdir(m)) == ["data.txt", "kept.txt"]
+    assert (m / "kept.txt").read_bytes() == b"synced\n"
+    assert (m / "data.txt").read_bytes() == b"hello\n"
+    for d in (d0, d1):
+        st = power_of(d)
+        assert not st.armed and st.totals.cuts == 1, st
+    assert power_of(d2).totals.cuts == 0
+    recs = {r["name"]: r for r in store.get_iochaos("demo", "io-pc")["status"]["experiment"]["podRecords"]}
+    assert recs["etcd-0"]["powerCut"] not in ("", "armed")
+    assert recs["etcd-0"]["message"].startswith("power cut after 1.")
+    # lost.txt's 13 bytes and data.txt's 5 (lost.txt's name goes too)
+    assert "2 file(s) rolled back, 18 unsynced byte(s) dropped" in recs["etcd-0"]["message"], \
+        recs["etcd-0"]["message"]
+    assert "1 directory entry undone" in recs["etcd-0"]["message"], recs["etcd-0"]["message"]
+    assert "0 file(s) rolled back" in recs["etcd-1"]["message"]
+    cuts = sorted(m_ for _, r, m_ in store.events if r == "PowerCut")
+    assert len(cuts) == 2 and cuts[0].startswith("demo/etcd-0: power cut after")
+
+    run(h.on_timer(namespace="demo", name="io-pc"))          # cut once, not again
+    assert power_of(d0).totals.cuts == 1 and store.reasons().count("PowerCut") == 2
+    store.delete("io-pc")
+    run(h.on_delete(namespace="demo", name="io-pc"))
+    assert store.get_iochaos("demo", "io-pc") is None
+    assert power_of(d0).totals.cuts == 1 and not power_of(d0).armed
+
+
+def test_power_cut_rearms_a_restarted_sidecar_and_deletion_before_the_cut_only_disarms(world) -> None:
+    store, h, clock, daemons = world
+    d0, d1 = daemons["etcd-0"], daemons["etcd-1"]
+    store.create("io-pc", power_spec("1h"))
+    run(h.on_event(namespace="demo", name="io-pc"))
+    (d0.mountpoint / "unsynced.txt").write_bytes(b"x")
+    d1.stop()
+    d1.start()
+    assert not power_of(d1).armed
+    run(asyncio.sleep(0.1))
+    run(h.on_timer(namespace="demo", name="io-pc"))
+    assert power_of(d1).armed
+    (msg,) = [m for _, r, m in store.events if r == "ChaosReinjected"]
+    assert msg == "demo/etcd-1: the sidecar was no longer armed; power loss armed again"
+    recs = {r["name"]: r for r in store.get_iochaos("demo", "io-pc")["status"]["experiment"]["podRecords"]}
+    assert recs["etcd-1"]["message"].endswith("(armed again: the sidecar had lost it)")
+    assert recs["etcd-1"]["powerCut"] == "armed"
+
+    store.delete("io-pc")
+    run(h.on_delete(namespace="demo", name="io-pc"))
+    assert store.get_iochaos("demo", "io-pc") is None
+    for d in (d0, d1):
+        st = power_of(d)
+        assert not st.armed and st.totals.cuts == 0
+    assert (d0.mountpoint / "unsynced.txt").read_bytes() == b"x"  # disarmed, nothing lost

@@ -472,6 +472,53 @@ def test_invalid_v1_specs_name_the_field_in_one_line(spec_: dict, message: str) 
     assert "\n" not in text
 
 
+def power_spec(pc: dict, **kw) -> dict:
+    base = v1spec(**kw)
+    base["chaosfs"] = {"powerCut": pc}
+    return base
+
+
+def test_power_cut_parses_to_the_sidecars_units() -> None:
+    s = parse_spec(power_spec({"after": "90s", "maxUndo": "512Mi", "keepProbability": 0.25,
+                               "torn": {}, "block": True, "hold": "1.5s", "seed": 7}))
+    pc = s.power_cut
+    assert s.v1 and s.rules == () and s.fault == "chaosfs"
+    assert (pc.after_us, pc.max_undo, pc.model, pc.keep_probability, pc.torn_sector, pc.block,
+            pc.hold_us, pc.seed) == (90_000_000, 512 << 20, "posix", 0.25, 512, True, 1_500_000, 7)
+    pc = parse_spec(power_spec({"after": "1m", "maxUndo": 4096})).power_cut
+    assert (pc.max_undo, pc.keep_probability, pc.torn_sector, pc.block, pc.hold_us, pc.seed) == \
+        (4096, 0.0, 0, False, 0, None)
+    assert parse_spec(power_spec({"after": "1m", "maxUndo": "2G"})).power_cut.max_undo == 2 * 10**9
+    both = parse_spec({**v1spec({"errno": 5}), "chaosfs": {"rules": [{"errno": 5}],
+                                                          "powerCut": {"after": "1s"}}})
+    assert len(both.rules) == 1 and both.power_cut.after_us == 1_000_000
+
+
+PC = "spec.chaosfs.powerCut"
+
+
+@pytest.mark.parametrize("spec_,message", [
+    (power_spec({}), f"{PC}.after: required"),
+    (power_spec({"after": "0s"}), f"{PC}.after: must be positive"),
+    (power_spec({"after": 30}), f"{PC}.after: must be a Go duration string"),
+    (power_spec({"after": "1s", "model": "ext4"}), f"{PC}.model: unknown model 'ext4'"),
+    (power_spec({"after": "1s", "maxUndo": "1.5Gi"}), f"{PC}.maxUndo: must be bytes or a quantity"),
+    (power_spec({"after": "1s", "maxUndo": 0}), f"{PC}.maxUndo: must be more than 0 bytes"),
+    (power_spec({"after": "1s", "keepProbability": 1.5}), f"{PC}.keepProbability: must be within 0..1"),
+    (power_spec({"after": "1s", "torn": {"sector": 1000}}), f"{PC}.torn.sector: must be 512 or 4096"),
+    (power_spec({"after": "1s", "block": "yes"}), f"{PC}.block: must be true or false"),
+    (power_spec({"after": "1s", "hold": "2h"}), f"{PC}.hold: at most 1h"),
+    (power_spec({"after": "1s", "seed": -1}), f"{PC}.seed: must be in 0.."),
+    (power_spec({"after": "1s", "cut": 1}), f"{PC}.cut: unknown field"),
+    (power_spec({"after": "10m"}, duration="5m", scheduler={"cron": "@every 1h"}),
+     f"{PC}.after: longer than spec.duration"),
+])
+def test_invalid_power_cuts_name_the_field_in_one_line(spec_: dict, message: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec_)
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
 def test_rule_ids_are_the_experiments_own_and_fit_the_daemon() -> None:
     assert rule_prefix({"namespace": "demo", "name": "io-wal", "uid": "u"}) == \
         "iochaos/demo/io-wal/"

@@ -118,6 +118,7 @@ def test_invalid_specs_are_denied_with_the_field_named(server, changes: dict,
 
 
 V1_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-chaosfs-example.yaml").read_text())
+POWER_EXAMPLE = yaml.safe_load((ROOT / "deploy" / "examples" / "io-power-cut-example.yaml").read_text())
 
 
 def v1(**rule_changes) -> dict:
@@ -250,9 +251,10 @@ def _paths(value, prefix=()):
 
 @st.composite
 def mutated_specs(draw):
-    """A valid spec (0.9's example or the v1 example) with one value anywhere replaced by
-    arbitrary JSON, or one key dropped."""
-    spec = copy.deepcopy(draw(st.sampled_from([EXAMPLE["spec"], V1_EXAMPLE["spec"]])))
+    """A valid spec (0.9's example, the v1 example or the power-cut one) with one value
+    anywhere replaced by arbitrary JSON, or one key dropped."""
+    spec = copy.deepcopy(draw(st.sampled_from([EXAMPLE["spec"], V1_EXAMPLE["spec"],
+                                               POWER_EXAMPLE["spec"]])))
     path = draw(st.sampled_from([p for p in _paths(spec) if p]))
     parent = spec
     for key in path[:-1]:
