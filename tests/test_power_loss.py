@@ -348,6 +348,24 @@ def test_ctl_power_loss_commands(pl):
     assert cp.returncode == 1 and cp.stderr.strip().startswith("chaosfs-ctl: refused: not armed")
 
 
+def test_faults_stats_report_what_is_tracked_and_what_cuts_dropped(pl):
+    from chaosfs.proto import faults_pb2
+    st = pl.faults.Stats(faults_pb2.StatsRequest(), timeout=10)
+    assert st.HasField("power_loss") and not st.power_loss.armed and st.power_loss.totals.cuts == 0
+    pl.arm()
+    write(pl.m / "a", b"x" * 100)
+    st = pl.faults.Stats(faults_pb2.StatsRequest(), timeout=10).power_loss
+    assert st.armed and st.tracked.files == 1 and st.tracked.unsynced_bytes == 100
+    assert st.tracked.dir_entries == 1
+    pl.cut()
+    st = pl.faults.Stats(faults_pb2.StatsRequest(), timeout=10).power_loss
+    assert (st.totals.cuts, st.totals.bytes_dropped, st.totals.entries_undone) == (1, 100, 1)
+    assert list(st.last_cut.entries) == ["removed a"], st.last_cut
+    cp = subprocess.run([CHAOSFS_CTL, "--addr", pl.d.addr, "stats"], capture_output=True, text=True)
+    assert cp.returncode == 0 and "power loss: armed (posix model" in cp.stdout, cp.stdout
+    assert "1 cut(s) so far: 100 bytes dropped, 1 file(s) rolled back, 1 entr(ies) undone" in cp.stdout
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_passthrough_open_refuses_arming_and_armed_opens_are_not_passed_through(daemon_factory, transport):
     """-passthrough=unmatched: the kernel writes such files itself, past chaosfs, so their

@@ -369,6 +369,10 @@ def stats(ctx: click.Context, reset: bool) -> None:
         summary = (f"{sum(m.count for m in resp.methods)} ops, "
                    f"{sum(m.errors for m in resp.methods)} errors; rule hits: "
                    + (", ".join(f"{r.id} {r.hits}" for r in resp.rules) or "none"))
+        if resp.HasField("power_loss") and (resp.power_loss.armed or resp.power_loss.totals.cuts):
+            pl_text, pl_summary = _status_text(resp.power_loss)
+            text += "\n\npower loss: " + pl_text
+            summary += "; power loss " + pl_summary
         return Result(text, data, summary=summary)
     _do(ctx, op)
 

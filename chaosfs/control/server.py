@@ -160,7 +160,8 @@ def percentile_us(hist: list[int], q: float) -> float:
 
 
 class FaultsService(faults_pb2_grpc.FaultsServicer):
-    def __init__(self, engine: FaultEngine) -> None:
+    def __init__(self, engine: FaultEngine, power: Any = None) -> None:
+        self.power = power
         self.engine = engine
 
     def AddRule(self, request: Any, context: Any) -> Any:
@@ -197,6 +198,9 @@ class FaultsService(faults_pb2_grpc.FaultsServicer):
             resp.methods.append(faults_pb2.MethodStats(
                 method=ALL_METHODS[mid], count=count, errors=errors, histogram=hist,
                 p50_us=percentile_us(hist, 0.50), p99_us=percentile_us(hist, 0.99)))
+        if self.power is not None:
+            from chaosfs.control.powerloss import status_pb
+            resp.power_loss.CopyFrom(status_pb(self.power.status()))
         if request.reset:
             self.engine.gate.reset_stats()
         return resp
@@ -293,7 +297,7 @@ class ControlPlane:
                                   interceptors=interceptors,
                                   options=[("grpc.so_reuseport", 0)])
         add_service(self.server, InjureService(engine), injure_pb2.DESCRIPTOR, "Injure")
-        add_service(self.server, FaultsService(engine), faults_pb2.DESCRIPTOR, "Faults")
+        add_service(self.server, FaultsService(engine, power), faults_pb2.DESCRIPTOR, "Faults")
         services = ["injure.Injure", "chaosfs.v1.Faults"]
         if power is not None:
             from chaosfs.control.powerloss import PowerLossService

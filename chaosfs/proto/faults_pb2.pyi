@@ -1,3 +1,4 @@
+from chaosfs.proto import powerloss_pb2 as _powerloss_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -172,9 +173,11 @@ class MethodStats(_message.Message):
     def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ..., histogram: _Optional[_Iterable[int]] = ..., p50_us: _Optional[float] = ..., p99_us: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("rules", "methods")
+    __slots__ = ("rules", "methods", "power_loss")
     RULES_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    POWER_LOSS_FIELD_NUMBER: _ClassVar[int]
     rules: _containers.RepeatedCompositeFieldContainer[RuleStats]
     methods: _containers.RepeatedCompositeFieldContainer[MethodStats]
-    def __init__(self, rules: _Optional[_Iterable[_Union[RuleStats, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodStats, _Mapping]]] = ...) -> None: ...
+    power_loss: _powerloss_pb2.PowerLossStatus
+    def __init__(self, rules: _Optional[_Iterable[_Union[RuleStats, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodStats, _Mapping]]] = ..., power_loss: _Optional[_Union[_powerloss_pb2.PowerLossStatus, _Mapping]] = ...) -> None: ...
