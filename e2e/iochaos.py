@@ -444,6 +444,23 @@ class IoChaosFlow:
                      cp.returncode == 0 and len(lines) == 4 and lines[0].startswith("NAMESPACE")
                      and all("recovered all" in ln for ln in lines[1:])
                      and len(self.clean_pods(errnos)) == 3, lines)
+        # the same through the API server's port-forward, as from outside the pod network
+        cp = run(ctl + ["--port-forward", "--json", "set", "read", "--errno", "5", "--path",
+                        "victim"], check=False)
+        try:
+            rows = {r["pod"]: r for r in json.loads(cp.stdout)}
+        except ValueError:
+            rows = {}
+        errnos = self.read_errnos()
+        forwarded = all(r["ok"] and r["addr"].startswith("port-forward:") for r in rows.values())
+        cp2 = run(ctl + ["--port-forward", "recover"], check=False)
+        clean = self.read_errnos()
+        self.r.check("chaosfs-ctl --port-forward fan-out (through the API server): set makes all "
+                     "3 pods' reads fail with EIO, recover makes them fine",
+                     cp.returncode == 0 and set(rows) == set(self.pods) and forwarded
+                     and len(self.eio_pods(errnos)) == 3 and cp2.returncode == 0
+                     and len(self.clean_pods(clean)) == 3,
+                     f"rows {rows}, stderr {cp.stderr.strip()[-300:]} {cp2.stderr.strip()[-300:]}")
 
     def cleanup(self) -> None:
         for name in ("app2", "app3"):

@@ -117,24 +117,29 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 @click.option("-A", "--all-namespaces", is_flag=True, help="fan out: -l across every namespace")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="fan out: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
+@click.option("--port-forward", is_flag=True,
+              help="fan out: reach each sidecar through the API server's port-forward (from "
+                   "outside the pod network; needs pods/portforward), not at the pod IP")
 @click.pass_context
 def cli(ctx: click.Context, addr: str, as_json: bool, timeout: float, token_file: Optional[str],
         tls_ca: Optional[str], tls_cert: Optional[str], tls_key: Optional[str],
         namespace: Optional[str], selector: Optional[str], all_namespaces: bool,
-        kubeconfig: Optional[str]) -> None:
+        kubeconfig: Optional[str], port_forward: bool) -> None:
     """Control a running chaosfs: 0.9-style faults (set/set-all/recover) and rules (add/rm/rules).
 
     With -n/-l/-A, every selected pod's chaosfs sidecar (pod IP, the port its -addr names)
     gets the command; one row per pod, exit 1 if any failed."""
     token = open(token_file).read().strip() if token_file else None
     if namespace is None and selector is None and not all_namespaces:
+        if port_forward:
+            raise click.UsageError("--port-forward goes with -n/-l/-A (a fan-out)")
         ctx.obj = Client(addr, timeout, token, tls_ca, tls_cert, tls_key)
         return
     if all_namespaces and namespace is not None:
         raise click.UsageError("-A and -n exclude each other")
     from chaosfs.control.fanout import Target
     ctx.obj = Target(namespace=namespace, selector=selector or "", all_namespaces=all_namespaces,
-                     kubeconfig=kubeconfig,
+                     kubeconfig=kubeconfig, port_forward=port_forward,
                      client=lambda a: Client(a, timeout, token, tls_ca, tls_cert, tls_key))
 
 

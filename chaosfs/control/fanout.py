@@ -4,7 +4,9 @@ Pods come from the API server (kubeconfig, else the in-cluster service account);
 sidecar is dialled at the pod IP and the port the controller would use
 (`controller.sidecar.sidecar_port`: the chaosfs container's `-addr`, else its one
 containerPort, else 65534), so the caller must reach the pod network (run it in a pod, on a
-node, or through a VPN). The calls run in parallel; every pod gets its row, a failure on
+node, or through a VPN), or, with `--port-forward`, through the API server's port-forward
+(chaosfs/control/portforward.py: what `kubectl port-forward` does, from anywhere the
+kubeconfig reaches; the row's SIDECAR says `port-forward:PORT`). The calls run in parallel; every pod gets its row, a failure on
 one hides nothing of the others, and the exit code is 1 if any pod failed.
 
 Pods without a chaosfs container are listed as skipped and do not fail the run (`-n NS`
@@ -30,6 +32,8 @@ class Target:
     all_namespaces: bool
     kubeconfig: Optional[str]
     client: Callable[[str], Any]  # address -> chaosfs.control.ctl.Client
+    port_forward: bool = False
+    api: Any = None  # CoreV1Api, once list_pods made it
 
 
 def _first_line(exc: BaseException) -> str:
@@ -72,6 +76,7 @@ def list_pods(t: Target) -> list[dict]:
     from kubernetes.client import ApiException
 
     api, ctx_ns = _api(t.kubeconfig)
+    t.api = api
     try:
         if t.all_namespaces:
             res = api.list_pod_for_all_namespaces(label_selector=t.selector, _request_timeout=30)
@@ -102,12 +107,19 @@ def _one(pod: dict, t: Target, op: Callable) -> dict:
     if sidecar_port(pod) is None:
         row.update(skipped=True, ok=True, text="skipped: no chaosfs sidecar")
         return row
+    forward = None
     try:
         row["addr"] = sidecar_addr(pod, "")
     except SidecarError as exc:
-        row["error"] = str(exc)
-        return row
-    c = t.client(row["addr"])
+        if not t.port_forward:  # through the API server a pod needs no IP of ours
+            row["error"] = str(exc)
+            return row
+    if t.port_forward:
+        from chaosfs.control.portforward import PortForward
+        port = sidecar_port(pod)[0]
+        forward = PortForward(t.api, meta["namespace"], meta["name"], port)
+        row["addr"] = f"port-forward:{port}"
+    c = t.client(forward.addr if forward else row["addr"])
     try:
         res = op(c)
         row.update(ok=True, result=res.data, text=res.summary)
@@ -119,6 +131,8 @@ def _one(pod: dict, t: Target, op: Callable) -> dict:
         row["error"] = _first_line(exc)
     finally:
         c.channel.close()
+        if forward is not None:
+            forward.close()
     return row
 
 
