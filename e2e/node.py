@@ -207,6 +207,8 @@ class Node:
             "--disable-admission-plugins=ServiceAccount",
             # webhooks behind a Service are dialled at the Endpoints' address (no kube-proxy)
             "--enable-aggregator-routing=true",
+            # the node's name resolves nowhere: dial the kubelet (port-forward) at its IP
+            "--kubelet-preferred-address-types=InternalIP",
             f"--cert-dir={c}", "--v=1"])
         self.wait_for("etcd", etcd, lambda: socket.create_connection(
             ("127.0.0.1", p["etcd"]), 0.5).close() is None, 30)
@@ -272,7 +274,9 @@ class Node:
         cfg = self.work / "kubelet-config.yaml"
         cfg.write_text(json.dumps({
             "kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "address": "127.0.0.1", "port": self.ports["kubelet"], "readOnlyPort": 0,
+            # on the bridge's address, which the Node reports (a loopback node IP leaves the
+            # Node without addresses): the API server reaches it there for port-forward
+            "address": GATEWAY, "port": self.ports["kubelet"], "readOnlyPort": 0,
             "healthzPort": 0, "cgroupDriver": "cgroupfs", "cgroupsPerQOS": False,
             "enforceNodeAllocatable": [], "failSwapOn": False, "makeIPTablesUtilChains": False,
             "oomScoreAdj": 0, "authorization": {"mode": "AlwaysAllow"},
@@ -287,7 +291,7 @@ class Node:
         proc = self.start("kubelet", [
             str(self.bin / "kubelet"), "--container-runtime=remote",
             f"--container-runtime-endpoint=unix://{self.containerd_sock}",
-            f"--root-dir={root}", f"--hostname-override={NODE_NAME}", "--node-ip=127.0.0.1",
+            f"--root-dir={root}", f"--hostname-override={NODE_NAME}", f"--node-ip={GATEWAY}",
             f"--config={cfg}", f"--kubeconfig={self.kubeconfig}",
             "--pod-infra-container-image=localhost/pause:3.2", "--v=1"])
 

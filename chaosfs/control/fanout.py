@@ -130,6 +130,8 @@ def _one(pod: dict, t: Target, op: Callable) -> dict:
     except Exception as exc:  # noqa: BLE001 - one pod's surprise is that pod's row
         row["error"] = _first_line(exc)
     finally:
+        if forward is not None and forward.error and row["error"]:
+            row["error"] = f"port-forward through the API server: {forward.error}"
         c.channel.close()
         if forward is not None:
             forward.close()

@@ -42,6 +42,7 @@ class PortForward:
         self.listener.listen(8)
         self.port = self.listener.getsockname()[1]
         self._open: list[Any] = []
+        self.error = ""  # why the last stream could not be opened
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True,
                          name=f"port-forward {namespace}/{name}:{remote}").start()
@@ -62,7 +63,10 @@ class PortForward:
                                  self.namespace, ports=str(self.remote))
                 remote = pf.socket(self.remote)
                 remote.setblocking(True)
-            except Exception:  # noqa: BLE001 - refused (RBAC, no such pod): gRPC sees a reset
+            except Exception as exc:  # noqa: BLE001 - refused (RBAC, no such pod): gRPC sees a reset
+                # an ApiException of the websocket handshake says why in its reason
+                why = getattr(exc, "reason", None) or str(exc).strip() or type(exc).__name__
+                self.error = str(why).splitlines()[0]
                 conn.close()
                 continue
             with self._lock:
