@@ -580,6 +580,8 @@ def test_every_operation_counted_under_its_own_name_injected_errors_included(fs)
     st = {x.method: x for x in fs.faults.Stats(fpb.StatsRequest()).methods}
     assert st["fsync"].count == 1 and st["fsync"].errors == 1
     assert st["flush"].count == 1 and st["flush"].errors == 1
+    for name in ("fsync", "flush"):  # the rule's, not the backing file system's
+        assert (st[name].injected_errors, st[name].backing_errors) == (1, 0), name
     for name in ("truncate", "chmod", "utimens"):
         assert st[name].count == 1 and st[name].errors == 0, name
 

@@ -368,11 +368,16 @@ def stats(ctx: click.Context, reset: bool) -> None:
         text = ""
         if resp.rules:
             text = _table([[r.id, str(r.hits)] for r in resp.rules], ["RULE", "HITS"]) + "\n\n"
-        text += _table([[m.method, str(m.count), str(m.errors), f"<{_fmt_us(m.p50_us)}",
+        # ERRORS is every failed operation; INJECTED/BACKING splits it: the errors a fault
+        # gave, and the backing file system's (or chaosfs's own)
+        text += _table([[m.method, str(m.count), str(m.errors),
+                         f"{m.injected_errors}/{m.backing_errors}", f"<{_fmt_us(m.p50_us)}",
                          f"<{_fmt_us(m.p99_us)}"] for m in resp.methods],
-                       ["METHOD", "OPS", "ERRORS", "P50", "P99"])
+                       ["METHOD", "OPS", "ERRORS", "INJECTED/BACKING", "P50", "P99"])
         summary = (f"{sum(m.count for m in resp.methods)} ops, "
-                   f"{sum(m.errors for m in resp.methods)} errors; rule hits: "
+                   f"{sum(m.errors for m in resp.methods)} errors "
+                   f"({sum(m.injected_errors for m in resp.methods)} injected, "
+                   f"{sum(m.backing_errors for m in resp.methods)} backing); rule hits: "
                    + (", ".join(f"{r.id} {r.hits}" for r in resp.rules) or "none"))
         if resp.HasField("power_loss") and (resp.power_loss.armed or resp.power_loss.totals.cuts):
             pl_text, pl_summary = _status_text(resp.power_loss)

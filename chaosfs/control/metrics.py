@@ -5,18 +5,23 @@ already keep (the same numbers as the `Stats` RPC) when Prometheus asks, so turn
 on costs the I/O path nothing.
 
 What the gate keeps, and so what can be exported:
-- per method: operations, failed operations, and a latency histogram of 32 log2 µs buckets
-  (bucket b: below 2**b µs). It keeps no latency sum, so the histogram has no `_sum`/`_count`
-  (`chaosfs_operations_total` is the count); quantiles work from the buckets.
+- per method: operations, failed operations, the part of those a fault injected, and a
+  latency histogram of 32 log2 µs buckets (bucket b: below 2**b µs). It keeps no latency
+  sum, so the histogram has no `_sum`/`_count` (`chaosfs_operations_total` is the count);
+  quantiles work from the buckets.
+- Failed operations are exported three ways: `chaosfs_operation_errors_total` is all of
+  them (as before the split, so existing dashboards keep their meaning);
+  `chaosfs_injected_errors_total` the errors a fault gave (an errno rule, on whichever path
+  decided it: a Python handler raising `engine.InjectedError`, or a `-transport=cython` C
+  worker; also the EIO a power cut gives the requests it catches); and
+  `chaosfs_backing_errors_total` the rest, what the backing file system or chaosfs itself
+  (a file handle it never issued, a stale inode) answered with. injected + backing = errors.
 - per rule: how often it fired. A rule's hits are the faults it injected; they are exported
-  once per action the rule carries (a rule with errno and delay adds one hit to both).
-- The gate counts a failed operation without saying whether a rule or the backing file
-  system produced the error, and that counter lives in `chaosfs/faults/_gate.pyx`, so the
-  backing-fs errors cannot be told apart here: `chaosfs_operation_errors_total` is both, and
-  `chaosfs_injected_faults_total{action="errno"}` is the injected part per rule (a rule may
-  span methods, so a per-method difference would be a guess; none is exported).
-- Requests the `-transport=cython` C workers answer themselves (no rule can touch the file)
-  are not counted by the gate (no shared counter on that path), as in `Stats`.
+  once per action the rule carries (a rule with errno and delay adds one hit to both), so
+  `chaosfs_injected_faults_total{action="errno"}` summed over rules can exceed
+  `chaosfs_injected_errors_total` when rules overlap (the first errno wins, one error).
+- Requests the `-transport=cython` C workers answer themselves are counted too (the gate's
+  arrays are shared with them); the no-rule path never touches the injected counter.
 """
 from __future__ import annotations
 
@@ -64,15 +69,24 @@ class SidecarCollector(Collector):
         errs = CounterMetricFamily("chaosfs_operation_errors",
                                    "operations answered with an error, per method (injected "
                                    "and backing-fs errors together)", labels=["method"])
+        injected = CounterMetricFamily("chaosfs_injected_errors",
+                                       "operations answered with an error a fault injected "
+                                       "(errno rule, power cut), per method", labels=["method"])
+        backing = CounterMetricFamily("chaosfs_backing_errors",
+                                      "operations answered with an error no fault injected "
+                                      "(the backing file system's or chaosfs's own), per "
+                                      "method", labels=["method"])
         lat = HistogramMetricFamily("chaosfs_operation_duration_seconds",
                                     "operation latency as chaosfs served it (fault delays "
                                     "included), per method", labels=["method"])
-        for mid, (count, errors, hist) in sorted(self.engine.gate.stats().items()):
+        for mid, (count, errors, inj, hist) in sorted(self.engine.gate.stats().items()):
             if mid >= len(ALL_METHODS):
                 continue
             name = ALL_METHODS[mid]
             ops.add_metric([name], count)
             errs.add_metric([name], errors)
+            injected.add_metric([name], inj)
+            backing.add_metric([name], errors - inj)
             cum, buckets = 0, []
             for bound, n in zip(BUCKET_BOUNDS, hist):
                 cum += n
@@ -80,6 +94,8 @@ class SidecarCollector(Collector):
             lat.add_metric([name], buckets, None)
         yield ops
         yield errs
+        yield injected
+        yield backing
         yield lat
 
         rules = self.engine.rules()

@@ -192,12 +192,13 @@ class FaultsService(faults_pb2_grpc.FaultsServicer):
     def Stats(self, request: Any, context: Any) -> Any:
         resp = faults_pb2.StatsResponse(
             rules=[faults_pb2.RuleStats(id=r.id, hits=self.engine.hits(r)) for r in self.engine.rules()])
-        for mid, (count, errors, hist) in sorted(self.engine.gate.stats().items()):
+        for mid, (count, errors, injected, hist) in sorted(self.engine.gate.stats().items()):
             if mid >= len(ALL_METHODS):
                 continue
             resp.methods.append(faults_pb2.MethodStats(
                 method=ALL_METHODS[mid], count=count, errors=errors, histogram=hist,
-                p50_us=percentile_us(hist, 0.50), p99_us=percentile_us(hist, 0.99)))
+                p50_us=percentile_us(hist, 0.50), p99_us=percentile_us(hist, 0.99),
+                injected_errors=injected, backing_errors=errors - injected))
         if self.power is not None:
             from chaosfs.control.powerloss import status_pb
             resp.power_loss.CopyFrom(status_pb(self.power.status()))

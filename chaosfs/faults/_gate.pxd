@@ -43,9 +43,13 @@ cdef class FaultGate:
     cdef unsigned long long counts[N_METHODS]
     cdef unsigned long long hist[N_METHODS][N_BUCKETS]
     cdef unsigned long long errors[N_METHODS]
+    # the part of `errors` a fault injected (an errno rule, a power cut's EIO); the rest is
+    # what the backing file system or chaosfs itself answered
+    cdef unsigned long long injected[N_METHODS]
     cdef bint timing
     # hits of rules the cython transport's workers fired, by Rule.slot
     cdef unsigned long long c_hits[N_HIT_SLOTS]
     cpdef object check(self, int method, Node node)
     cpdef tuple match(self, Node node)
     cdef void record(self, int method, double t0, bint failed) noexcept
+    cdef void record_failed(self, int method, double t0, bint injected) noexcept

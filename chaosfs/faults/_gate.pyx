@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The fault gate: the one test every request pays (is any rule set?), the per-inode match
-cache, and the per-method operation stats (counts, errors, latency histograms)."""
+cache, and the per-method operation stats (counts, errors and the injected part of them,
+latency histograms)."""
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef extern from *:
@@ -77,17 +78,36 @@ cdef class FaultGate:
             b += 1
         self.hist[method][b] += 1
 
-    def note(self, int method, double t0, bint failed=False):
-        """Record one operation of the cold path (Python handlers) in the stats."""
-        self.record(method, t0, failed)
+    cdef void record_failed(self, int method, double t0, bint injected) noexcept:
+        """A failed operation; `injected`: a fault gave the error (engine.InjectedError),
+        not the backing file system. Only error paths call this: a success costs nothing new."""
+        self.record(method, t0, True)
+        if injected:
+            self.injected[method] += 1
+
+    def note(self, int method, double t0, bint failed=False, bint injected=False):
+        """Record one operation of the cold path (Python handlers) in the stats; `injected`
+        (with `failed`): its error was a fault's."""
+        if failed:
+            self.record_failed(method, t0, injected)
+        else:
+            self.record(method, t0, False)
 
     def stats(self):
-        """{method id: (count, errors, [bucket counts])}; bucket b holds latencies < 2**b µs."""
+        """{method id: (count, errors, injected errors, [bucket counts])}; bucket b holds
+        latencies < 2**b µs. Errors not injected are the backing file system's (or chaosfs's
+        own: a file handle it never issued, a stale inode)."""
         out = {}
         cdef int m, b
+        cdef unsigned long long inj, err
         for m in range(N_METHODS):
             if self.counts[m]:
-                out[m] = (self.counts[m], self.errors[m], [self.hist[m][b] for b in range(N_BUCKETS)])
+                # injected first: both paths count an error before its injected part, so
+                # read while workers count, the injected part never exceeds the errors
+                inj = __atomic_load_relaxed(&self.injected[m])
+                err = __atomic_load_relaxed(&self.errors[m])
+                out[m] = (self.counts[m], err, min(inj, err),
+                          [self.hist[m][b] for b in range(N_BUCKETS)])
         return out
 
     def c_hits_of(self, unsigned long long slot):
@@ -102,5 +122,6 @@ cdef class FaultGate:
         for m in range(N_METHODS):
             self.counts[m] = 0
             self.errors[m] = 0
+            self.injected[m] = 0
             for b in range(N_BUCKETS):
                 self.hist[m][b] = 0

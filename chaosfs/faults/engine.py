@@ -29,6 +29,12 @@ log = logging.getLogger("chaosfs.faults")
 
 # ---- what a firing rule does to one operation ------------------------------------------
 
+class InjectedError(FUSEError):
+    """An error a fault gave the operation (an errno rule, a power cut's EIO), not the
+    backing file system: pyfuse3 and the cython transport answer it as any FUSEError with
+    its errno; the stats count it apart (FaultGate.record_failed, `chaosfs_injected_errors_total`)."""
+
+
 class RequestSlot:
     """A request's place in its transport's concurrency limit (-workers), given up while a
     fault delay sleeps: a thousand delayed requests then wait on trio timers and stall no
@@ -88,7 +94,7 @@ class Blackout:
         if slot is not None and slot.limit is None:
             # On the reading task (see RequestSlot), dispatched as the cut began: it must
             # not wait there, nor reach the backing files the cut is rolling back.
-            raise FUSEError(errno.EIO)
+            raise InjectedError(errno.EIO)
         if slot is None or not slot.held:
             await ev.wait()
             return
@@ -127,7 +133,7 @@ class Verdict:
         if self.delay > 0:
             await fault_sleep(self.delay)
         if self.errno:
-            raise FUSEError(self.errno)
+            raise InjectedError(self.errno)
 
     async def apply_read(self, fd: int, off: int, size: int, pread: Callable) -> bytes:
         await self.apply_plain()

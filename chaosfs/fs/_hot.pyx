@@ -3,6 +3,7 @@
 
 Handlers take the backing fd straight from the file handle (fh *is* the backing fd), so the
 no-rule path is: one flag test, one syscall with the GIL released, one bytes object.
+An error a rule injected (engine.InjectedError) is counted apart from the backing fd's.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -16,6 +17,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs.faults import methods as _m
+from chaosfs.faults.engine import InjectedError
 from chaosfs.faults._gate cimport FaultGate, Node, N_METHODS, now_s as _now
 
 cdef extern from "<unistd.h>" nogil:
@@ -143,8 +145,8 @@ cdef class HotPath:
             if v is not None:
                 try:
                     data = await v.apply_read(fd, off, size, pread_fd)
-                except FUSEError:
-                    self.gate.record(M_READ, t0, True)
+                except FUSEError as e:
+                    self.gate.record_failed(M_READ, t0, isinstance(e, InjectedError))
                     raise
                 except Exception:
                     self.gate.record(M_READ, t0, True)
@@ -175,8 +177,8 @@ cdef class HotPath:
             if v is not None:
                 try:
                     n = await v.apply_write(fd, off, buf, pwrite_fd)
-                except FUSEError:
-                    self.gate.record(M_WRITE, t0, True)
+                except FUSEError as e:
+                    self.gate.record_failed(M_WRITE, t0, isinstance(e, InjectedError))
                     raise
                 except Exception:
                     self.gate.record(M_WRITE, t0, True)
@@ -207,8 +209,8 @@ cdef class HotPath:
             if v is not None:
                 try:
                     await v.apply_plain()
-                except FUSEError:
-                    self.gate.record(M_FSYNC, t0, True)
+                except FUSEError as e:
+                    self.gate.record_failed(M_FSYNC, t0, isinstance(e, InjectedError))
                     raise
         if self.fsync_inline:
             # -fsync=inline: no thread hop (a WAL writer's fsync=1 pattern gains most), but
@@ -237,8 +239,8 @@ cdef class HotPath:
             if v is not None:
                 try:
                     await v.apply_plain()
-                except FUSEError:
-                    self.gate.record(M_FLUSH, t0, True)
+                except FUSEError as e:
+                    self.gate.record_failed(M_FLUSH, t0, isinstance(e, InjectedError))
                     raise
         # close(dup(fd)) gives the backing fs the close-time hook (and error) of a real close.
         with nogil:

@@ -10,6 +10,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import FaultGate, monotonic
+from chaosfs.faults.engine import InjectedError
 from chaosfs.faults.methods import METHOD_ID, safe_errno
 
 M_READ, M_WRITE, M_FSYNC, M_FLUSH, M_RELEASE = (
@@ -43,8 +44,8 @@ async def write_through(ops: Any, fh: int, off: int, buf: bytes,
     try:
         v = gate.check(M_WRITE, h.node) if gate.active else None
         n = await v.apply_write(fh, off, buf, pwrite) if v is not None else pwrite(fh, off, buf)
-    except FUSEError:
-        gate.note(M_WRITE, t0, True)
+    except FUSEError as e:
+        gate.note(M_WRITE, t0, True, isinstance(e, InjectedError))
         raise
     gate.note(M_WRITE, t0, False)
     return n
@@ -74,8 +75,8 @@ class PyHotPath:
                     self.gate.note(M_READ, t0, False)
                     return data
             data = _pread(fh, off, size)
-        except FUSEError:
-            self.gate.note(M_READ, t0, True)
+        except FUSEError as e:
+            self.gate.note(M_READ, t0, True, isinstance(e, InjectedError))
             raise
         self.gate.note(M_READ, t0, False)
         return data
@@ -92,8 +93,8 @@ class PyHotPath:
         if v is not None:
             try:
                 await v.apply_plain()
-            except FUSEError:
-                self.gate.note(method, t0, True)
+            except FUSEError as e:
+                self.gate.note(method, t0, True, isinstance(e, InjectedError))
                 raise
 
     async def fsync(self, fh: int, datasync: bool) -> None:

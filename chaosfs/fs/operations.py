@@ -21,6 +21,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import FaultGate, Node, monotonic
+from chaosfs.faults.engine import InjectedError
 from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
 from chaosfs.fs import _hot
 from chaosfs.fs.durability import FALLOCATE, TRUNCATE, WRITE, Durability
@@ -68,7 +69,8 @@ def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = 
     escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
     errno the kernel would misread (ENOSYS where it means "not implemented", 512 and up)
     must never reach it. `counted_as(*args)`: the method ids the stats count the request
-    under, for setattr (one request, up to four 0.9 operations)."""
+    under, for setattr (one request, up to four 0.9 operations). An InjectedError (a fault's)
+    is counted apart from the rest (the backing file system's or chaosfs's own)."""
     mid = M[method]
     own = (mid,)
 
@@ -81,11 +83,12 @@ def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = 
             try:
                 result = await fn(self, *args)
             except FUSEError as e:
+                injected = isinstance(e, InjectedError)
                 for i in ids:
-                    note(i, t0, True)
+                    note(i, t0, True, injected)
                 err = safe_errno(mid, e.errno)
                 if err != e.errno:
-                    raise FUSEError(err) from None
+                    raise (InjectedError if injected else FUSEError)(err) from None
                 raise
             except OSError as e:
                 for i in ids:

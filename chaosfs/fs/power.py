@@ -24,9 +24,8 @@ import time
 from typing import Any, Optional
 
 import trio
-from pyfuse3 import FUSEError
 
-from chaosfs.faults.engine import blackout
+from chaosfs.faults.engine import InjectedError, blackout
 from chaosfs.faults.methods import ALL_METHODS, METHOD_ID
 from chaosfs.faults.rules import Rule
 from chaosfs.fs.durability import (MODELS, WRITE, CutOptions, CutReport, Durability, PowerLossArgError,
@@ -120,7 +119,7 @@ class PowerLoss:
 
         def pwrite(fd: int, at: int, data: bytes) -> int:
             if self.gen != gen:
-                raise FUSEError(errno.EIO)  # the power went while this write waited
+                raise InjectedError(errno.EIO)  # the power went while this write waited
             h = ops.handles.get(fd)
             if ops.durable is not None and h is not None:
                 ops.armed_data(h.node, fd, WRITE, at, len(data))
@@ -138,7 +137,7 @@ class PowerLoss:
         if self.gen != gen:
             # The power went while the disk was syncing: what it synced may have been rolled
             # back meanwhile, so the app must not hear that it is durable.
-            raise FUSEError(errno.EIO)
+            raise InjectedError(errno.EIO)
         if h is not None and d is not None:
             d.file_synced((h.node.dev, h.node.bino), mark)
 

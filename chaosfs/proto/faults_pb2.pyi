@@ -157,20 +157,24 @@ class RuleStats(_message.Message):
     def __init__(self, id: _Optional[str] = ..., hits: _Optional[int] = ...) -> None: ...
 
 class MethodStats(_message.Message):
-    __slots__ = ("method", "count", "errors", "histogram", "p50_us", "p99_us")
+    __slots__ = ("method", "count", "errors", "histogram", "p50_us", "p99_us", "injected_errors", "backing_errors")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     P50_US_FIELD_NUMBER: _ClassVar[int]
     P99_US_FIELD_NUMBER: _ClassVar[int]
+    INJECTED_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    BACKING_ERRORS_FIELD_NUMBER: _ClassVar[int]
     method: str
     count: int
     errors: int
     histogram: _containers.RepeatedScalarFieldContainer[int]
     p50_us: float
     p99_us: float
-    def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ..., histogram: _Optional[_Iterable[int]] = ..., p50_us: _Optional[float] = ..., p99_us: _Optional[float] = ...) -> None: ...
+    injected_errors: int
+    backing_errors: int
+    def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., errors: _Optional[int] = ..., histogram: _Optional[_Iterable[int]] = ..., p50_us: _Optional[float] = ..., p99_us: _Optional[float] = ..., injected_errors: _Optional[int] = ..., backing_errors: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("rules", "methods", "power_loss")

@@ -232,6 +232,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned long long *counts
         unsigned long long *errors
         unsigned long long *hist
+        unsigned long long *injected
         unsigned char *issued
         df_gate gate
         df_locks locks

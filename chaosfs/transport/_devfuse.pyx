@@ -322,6 +322,7 @@ cdef class DevFuseTransport:
         self.s.gate_active = <const int *>&self.gate.active
         self.s.counts = &self.gate.counts[0]
         self.s.errors = &self.gate.errors[0]
+        self.s.injected = &self.gate.injected[0]
         self.s.hist = &self.gate.hist[0][0]
         if df_init_server(&self.s) < 0:
             raise OSError(errno, "eventfd")

@@ -72,6 +72,7 @@ struct df_server {
     /* the fault gate's view (FaultGate's own fields, kept alive by the Python side) */
     const int *gate_active;
     unsigned long long *counts, *errors, *hist;  /* hist: [DF_METHODS][DF_BUCKETS] */
+    unsigned long long *injected;  /* the part of errors a rule injected (df_record_injected) */
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
     struct df_gate gate;           /* per-open views, consulted only while rules exist */
@@ -107,6 +108,14 @@ static inline void df_record(struct df_server *s, int method, double t0, int fai
     if (failed)
         __atomic_fetch_add(&s->errors[method], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->hist[method * DF_BUCKETS + b], 1, __ATOMIC_RELAXED);
+}
+
+/* A request answered with the errno a rule gave it: counted as failed and as injected. Only
+ * the fired-errno branches call it, so a request no rule touches never reads this counter. */
+static inline void df_record_injected(struct df_server *s, int method, double t0)
+{
+    df_record(s, method, t0, 1);
+    __atomic_fetch_add(&s->injected[method], 1, __ATOMIC_RELAXED);
 }
 
 static inline int df_issued(struct df_server *s, uint64_t fh, int kind)
@@ -256,7 +265,7 @@ static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_
             return 0;
         if (g && vd.err) {
             o->send(o, h->unique, df_safe_errno(DF_HOT_READ, vd.err), NULL, 0);
-            df_record(s, DF_M_READ, t0, 1);
+            df_record_injected(s, DF_M_READ, t0);
             return 1;
         }
         size_t size = g ? df_shorten(r->size, vd.short_frac) : r->size;
@@ -283,7 +292,7 @@ static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_
             return 0;
         if (g && vd.err) {
             o->send(o, h->unique, df_safe_errno(DF_HOT_WRITE, vd.err), NULL, 0);
-            df_record(s, DF_M_WRITE, t0, 1);
+            df_record_injected(s, DF_M_WRITE, t0);
             return 1;
         }
         size_t len = wi->size;
@@ -311,15 +320,16 @@ static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_
             return 0;
         df_lk_release_owner(&s->locks, h->nodeid, f->lock_owner);  /* close(2) drops them */
         if (g && vd.err) {
-            err = df_safe_errno(DF_HOT_FLUSH, vd.err);
-        } else {
-            /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
-            int nfd = dup((int)f->fh);
-            if (nfd < 0 || close(nfd) < 0)
-                err = errno;
-            if (err == ENOSYS)
-                err = EOPNOTSUPP;
+            o->send(o, h->unique, df_safe_errno(DF_HOT_FLUSH, vd.err), NULL, 0);
+            df_record_injected(s, DF_M_FLUSH, t0);
+            return 1;
         }
+        /* close(dup(fd)) gives the backing fs the close-time hook (and error) of a close */
+        int nfd = dup((int)f->fh);
+        if (nfd < 0 || close(nfd) < 0)
+            err = errno;
+        if (err == ENOSYS)
+            err = EOPNOTSUPP;
         o->send(o, h->unique, err, NULL, 0);
         df_record(s, DF_M_FLUSH, t0, err != 0);
         return 1;
@@ -331,13 +341,14 @@ static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_
         if ((g = df_gate(s, w, f->fh, DF_HOT_FSYNC, t0, &vd)) < 0)
             return 0;
         if (g && vd.err) {
-            err = df_safe_errno(DF_HOT_FSYNC, vd.err);
-        } else {
-            /* On this worker: others keep serving meanwhile, no thread hop. */
-            int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
-            if (rc < 0)
-                err = errno == ENOSYS ? EOPNOTSUPP : errno;
+            o->send(o, h->unique, df_safe_errno(DF_HOT_FSYNC, vd.err), NULL, 0);
+            df_record_injected(s, DF_M_FSYNC, t0);
+            return 1;
         }
+        /* On this worker: others keep serving meanwhile, no thread hop. */
+        int rc = (f->fsync_flags & 1) ? fdatasync((int)f->fh) : fsync((int)f->fh);
+        if (rc < 0)
+            err = errno == ENOSYS ? EOPNOTSUPP : errno;
         o->send(o, h->unique, err, NULL, 0);
         df_record(s, DF_M_FSYNC, t0, err != 0);
         return 1;
