@@ -64,8 +64,13 @@ def cut_while_writing(d, journal: str, sync: str, seed: int) -> tuple[set, set, 
     d.power.Arm(pb.ArmRequest(), timeout=10)
     w = start_writer(db, journal, sync, acks)
     time.sleep(random.Random(seed).uniform(0.4, 1.2))
-    d.power.Cut(pb.CutRequest(hold_seconds=0.5), timeout=60)
-    w.send_signal(signal.SIGKILL)  # the recipe: the app dies with the power
+    # The power goes for the app and the disk at the same instant: the writer is frozen
+    # first, so it hears nothing from the cut. Left running, it would see the cut's EIOs,
+    # and SQLite treats a directory it cannot open as one it need not fsync: a commit
+    # whose journal deletion never reached the disk would be acknowledged.
+    w.send_signal(signal.SIGSTOP)
+    d.power.Cut(pb.CutRequest(hold_seconds=0.2), timeout=60)
+    w.send_signal(signal.SIGKILL)
     w.wait()
     acked = {int(x) for x in acks.read_text().split()} if acks.exists() else set()
     con = sqlite3.connect(db, isolation_level=None)
@@ -140,6 +145,11 @@ class Pg:
         return self.pg._run([str(self.pg.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
                              "-d", "postgres", "-c", q], timeout=timeout)
 
+    def freeze(self) -> None:
+        """SIGSTOP the whole server: from here it hears no answer (see cut_while_writing)."""
+        if self.pg.proc is not None:
+            os.killpg(self.pg.proc.pid, signal.SIGSTOP)
+
     def kill(self) -> None:
         if self.pg.proc is not None:
             try:
@@ -151,8 +161,8 @@ class Pg:
 
 
 def pg_cut_while_writing(d, fsync: str, seed: int, before_cut=None) -> tuple[set, set, object]:
-    """Arm, insert numbered rows (each acknowledged when psql returns), cut at a random moment
-    with the server killed while the power is off, start it again. Returns (acked, found,
+    """Arm, insert numbered rows (each acknowledged when psql returns), freeze the server at a
+    random moment, cut, kill it, start it again. Returns (acked, found,
     the restart's error or None)."""
     import threading
     pg = Pg(d, fsync)
@@ -172,13 +182,9 @@ def pg_cut_while_writing(d, fsync: str, seed: int, before_cut=None) -> tuple[set
     time.sleep(random.Random(seed).uniform(1.0, 2.0))
     if before_cut is not None:
         before_cut(pg, acked)
-    cut = threading.Thread(target=lambda: d.power.Cut(pb.CutRequest(hold_seconds=2.0), timeout=60))
-    cut.start()
-    deadline = time.monotonic() + 10
-    while not d.power.Status(pb.StatusRequest(), timeout=10).cutting and time.monotonic() < deadline:
-        time.sleep(0.01)
-    pg.kill()                       # the server dies with the power
-    cut.join()
+    pg.freeze()                     # the server and the disk lose power at the same instant
+    d.power.Cut(pb.CutRequest(hold_seconds=0.5), timeout=60)
+    pg.kill()
     stop.set()
     t.join()
     try:

@@ -209,6 +209,7 @@ cdef extern from "devfuse_locks.h" nogil:
     int df_lk_set(df_locks *t, uint64_t nodeid, uint64_t owner, uint32_t pid, uint64_t fh,
                   uint32_t type, uint64_t start, uint64_t end, int is_flock)
     void df_lk_release_owner(df_locks *t, uint64_t nodeid, uint64_t owner)
+    void df_lk_release_fh(df_locks *t, uint64_t nodeid, uint64_t fh)
 
 
 cdef extern from "devfuse_core.h" nogil:

@@ -748,6 +748,8 @@ cdef class DevFuseTransport:
             _need(n, sizeof(fuse_release_in))
             fh = (<fuse_release_in *>a).fh
             df_set_issued(&self.s, fh, 0)  # before the fd number can be reused
+            if op == FUSE_RELEASE:
+                df_lk_release_fh(&self.s.locks, ino, fh)
             self.pt_offers.pop(fh, None)
             await (ops.release(fh) if op == FUSE_RELEASE else ops.releasedir(fh))
             self._reply(r, 0, NULL, 0)

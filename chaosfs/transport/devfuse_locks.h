@@ -5,7 +5,10 @@
  * Linux open-file-description locks on it (F_OFD_*): two owners conflict as two processes
  * do, and one owner's locks merge and split as one process's do, whichever of its fds
  * asked. An owner's locks on a file go when it closes any fd of that file (FLUSH names the
- * owner), as POSIX says. flock() belongs to the open itself: it is taken on that open's
+ * owner), as POSIX says; also when the last reference to an open it locked through goes
+ * (RELEASE): the kernel skips FLUSH when the file's write-back failed (an injected write
+ * error on a dirty mmap page, a power cut), and those owners' locks must not outlive
+ * their process. flock() belongs to the open itself: it is taken on that open's
  * backing fd (fh) and goes with it. Locks on the backing files also conflict with programs
  * using the backing directory directly.
  *
@@ -32,7 +35,34 @@ struct df_lk_owner {
     uint64_t nodeid, owner;
     int fd;
     uint32_t pid;
+    unsigned nfh, capfh;
+    uint64_t *fhs;                  /* the opens (fh) it locked through: see df_lk_release_fh */
 };
+
+static void df_lk_free(struct df_lk_owner *o)
+{
+    close(o->fd);  /* drops every OFD lock taken through it */
+    free(o->fhs);
+    free(o);
+}
+
+/* Remember that `o` used open `fh`. Returns 0 or ENOMEM. */
+static int df_lk_note_fh(struct df_lk_owner *o, uint64_t fh)
+{
+    for (unsigned i = 0; i < o->nfh; i++)
+        if (o->fhs[i] == fh)
+            return 0;
+    if (o->nfh == o->capfh) {
+        unsigned cap = o->capfh ? o->capfh * 2 : 2;
+        uint64_t *n = realloc(o->fhs, cap * sizeof *n);
+        if (!n)
+            return ENOMEM;
+        o->fhs = n;
+        o->capfh = cap;
+    }
+    o->fhs[o->nfh++] = fh;
+    return 0;
+}
 
 struct df_locks {
     pthread_mutex_t lock;
@@ -58,8 +88,11 @@ static struct df_lk_owner *df_lk_find(struct df_locks *t, uint64_t nodeid, uint6
 {
     struct df_lk_owner **b = &t->buckets[df_lk_hash(nodeid, owner)];
     for (struct df_lk_owner *o = *b; o; o = o->next)
-        if (o->nodeid == nodeid && o->owner == owner)
+        if (o->nodeid == nodeid && o->owner == owner) {
+            if (create && (*err = df_lk_note_fh(o, fh)))
+                return NULL;
             return o;
+        }
     if (!create)
         return NULL;
     char path[40];
@@ -82,6 +115,10 @@ static struct df_lk_owner *df_lk_find(struct df_locks *t, uint64_t nodeid, uint6
     o->nodeid = nodeid;
     o->owner = owner;
     o->fd = fd;
+    if ((*err = df_lk_note_fh(o, fh))) {
+        df_lk_free(o);
+        return NULL;
+    }
     o->next = *b;
     *b = o;
     __atomic_store_n(&t->count, t->count + 1, __ATOMIC_RELEASE);
@@ -169,12 +206,37 @@ static void df_lk_release_owner(struct df_locks *t, uint64_t nodeid, uint64_t ow
         struct df_lk_owner *o = *p;
         if (o->nodeid == nodeid && o->owner == owner) {
             *p = o->next;
-            close(o->fd);  /* drops every OFD lock taken through it */
-            free(o);
+            df_lk_free(o);
             __atomic_store_n(&t->count, t->count - 1, __ATOMIC_RELEASE);
             break;
         }
         p = &o->next;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* The last reference to open `fh` went (RELEASE): every owner that locked through it has
+ * closed a descriptor of this inode, so, as with FLUSH, all its POSIX locks on it go. */
+static void df_lk_release_fh(struct df_locks *t, uint64_t nodeid, uint64_t fh)
+{
+    if (!__atomic_load_n(&t->count, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&t->lock);
+    for (int i = 0; i < 256; i++) {
+        struct df_lk_owner **p = &t->buckets[i];
+        while (*p) {
+            struct df_lk_owner *o = *p;
+            int used = 0;
+            for (unsigned k = 0; k < o->nfh && !used; k++)
+                used = o->fhs[k] == fh;
+            if (o->nodeid == nodeid && used) {
+                *p = o->next;
+                df_lk_free(o);
+                __atomic_store_n(&t->count, t->count - 1, __ATOMIC_RELEASE);
+                continue;
+            }
+            p = &o->next;
+        }
     }
     pthread_mutex_unlock(&t->lock);
 }
