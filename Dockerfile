@@ -115,3 +115,11 @@ CMD ["webhook"]
 FROM py-runtime AS e2e-app
 COPY e2e/app.py /app.py
 CMD ["python3", "/app.py", "--data", "/data", "--report", "/tmp"]
+
+# ---------------------------------------------- e2e-etcd (tests only: 0.9's etcd example)
+FROM ${BASE} AS e2e-etcd
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server etcd-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && etcd --version >/dev/null && etcdctl version >/dev/null
+CMD ["etcd"]

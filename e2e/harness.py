@@ -418,7 +418,8 @@ def load_images(node: Node, cache: Path, r: Results) -> None:
     imgs = cache / "images"
     node.import_image(imgs / "pause.oci.tar", "localhost/pause:3.2")
     for t, name in (("chaos-fs", "chaos-fs"), ("chaos-scripts", "chaos-scripts"),
-                    ("chaos-injector", "chaos-injector"), ("e2e-app", "e2e-app")):
+                    ("chaos-injector", "chaos-injector"), ("e2e-app", "e2e-app"),
+                    ("e2e-etcd", "e2e-etcd")):
         node.import_image(imgs / f"{t}.oci.tar", f"localhost/{name}:{TAG}")
     r.check("images imported into containerd", True)
 

@@ -473,5 +473,7 @@ class IoChaosFlow:
             self.experiment()
             self.experiment_v1()
             self.fanout()
+            from etcd_example import EtcdFlow
+            EtcdFlow(self).run()
         finally:
             self.cleanup()

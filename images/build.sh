@@ -20,7 +20,7 @@ while (($#)); do
         --export) EXPORT=${2:?--export needs a directory}; shift 2 ;;
         --no-base) MAKE_BASE=0; shift ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        chaos-fs|chaos-scripts|chaos-injector|e2e-app) TARGETS+=("$1"); shift ;;
+        chaos-fs|chaos-scripts|chaos-injector|e2e-app|e2e-etcd) TARGETS+=("$1"); shift ;;
         *) echo "images/build.sh: unknown argument '$1' (targets: chaos-fs chaos-scripts chaos-injector)" >&2; exit 2 ;;
     esac
 done

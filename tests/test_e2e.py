@@ -35,13 +35,13 @@ def test_seed_flow_on_a_real_node(tmp_path: Path) -> None:
     assert summary, f"e2e/run printed no summary (exit {proc.returncode}):\n{out[-4000:]}"
     passed, nfailed = map(int, summary[-1])
     assert proc.returncode == 0 and nfailed == 0, "\n".join(failed) + "\n" + out[-3000:]
-    # the node flow has 55 checks, the podman one 16; fewer means a step stopped the run
-    assert passed >= (55 if mode == "node" else 16), out[-3000:]
+    # the node flow has 60 checks, the podman one 16; fewer means a step stopped the run
+    assert passed >= (60 if mode == "node" else 16), out[-3000:]
     if mode == "node":
         # the IoChaos controller and chaosfs-ctl fan-out against the real API server
         # (e2e/iochaos.py): each check its own line. 21: the 16 controller checks, the
         # validating webhook's caBundle (harness) and its two refusals at kubectl apply, and
         # the spec.chaosfs experiment's two
         passes = [ln for ln in out.splitlines() if ln.startswith("PASS")]
-        assert len([ln for ln in passes if "IoChaos" in ln]) >= 21, out[-3000:]
+        assert len([ln for ln in passes if "IoChaos" in ln]) >= 26, out[-3000:]
         assert len([ln for ln in passes if "chaosfs-ctl" in ln and "fan-out" in ln]) >= 4, out[-3000:]
