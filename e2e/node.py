@@ -4,7 +4,8 @@
 Everything listens on loopback or on the node's own bridge (cfse2e0, 10.213.77.0/24), which
 exists only while the node is up. There is no controller-manager, scheduler or kube-proxy:
 pods are created with spec.nodeName, and `Node` offers the few controller duties the e2e
-needs (service-account token, endpoints) as explicit helpers.
+needs (service-account token, endpoints) as explicit helpers. etcd and kube-apiserver are
+e2e/control_plane.py's, started on the bridge's address.
 """
 from __future__ import annotations
 
@@ -13,64 +14,29 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_plane import ControlPlane, ControlPlaneError, free_port, run
+
 BRIDGE = "cfse2e0"
 SUBNET = "10.213.77.0/24"
 GATEWAY = "10.213.77.1"
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
 NODE_NAME = "e2e-node"
-ADMIN_TOKEN = "e2e-admin-token"
 
-
-class NodeError(RuntimeError):
-    """The node could not be brought up (message names the component and its log)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("check", True)
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    return subprocess.run(cmd, **kw)
+# the name e2e/harness.py catches; the control plane raises the same class
+NodeError = ControlPlaneError
 
 
 @dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-
-@dataclass
-class Node:
-    cache: Path
-    work: Path
-    procs: list[Proc] = field(default_factory=list)
-    ports: dict[str, int] = field(default_factory=dict)
+class Node(ControlPlane):
+    host: str = GATEWAY
     netns_before: set[str] = field(default_factory=set)
     bridge_made: bool = False
     shared_mount: bool = False
 
     # ------------------------------------------------------------------ paths and config
-    @property
-    def bin(self) -> Path:
-        return self.cache / "kube" / "bin"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.work / "kubeconfig"
-
     @property
     def kubelet_root(self) -> Path:
         return self.work / "kubelet"
@@ -79,95 +45,30 @@ class Node:
     def containerd_sock(self) -> Path:
         return self.work / "containerd" / "containerd.sock"
 
-    @property
-    def logs(self) -> Path:
-        return self.work / "logs"
-
-    def env(self) -> dict[str, str]:
-        e = dict(os.environ)
-        e["KUBECONFIG"] = str(self.kubeconfig)
-        e["PATH"] = f"{self.bin}:{e.get('PATH', '/usr/bin:/bin')}"
-        return e
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        cp = run([str(self.bin / "kubectl"), *args], input=input, env=self.env(), check=False)
-        if check and cp.returncode != 0:
-            raise NodeError(f"kubectl {' '.join(args)}: {cp.stderr.strip() or cp.stdout.strip()}")
-        return cp.stdout
-
     def ctr(self, *args: str, check: bool = True) -> str:
         cp = run(["ctr", "-a", str(self.containerd_sock), "-n", "k8s.io", *args], check=False)
         if check and cp.returncode != 0:
             raise NodeError(f"ctr {' '.join(args)}: {cp.stderr.strip()}")
         return cp.stdout
 
-    # ------------------------------------------------------------------------ processes
-    def start(self, name: str, cmd: list[str]) -> Proc:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / f"{name}.log"
-        with open(log, "ab") as f:
-            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env=self.env())
-        proc = Proc(name, p, log)
-        self.procs.append(proc)
-        return proc
-
-    def wait_for(self, what: str, proc: Proc | None, ok, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None and proc.popen.poll() is not None:
-                tail = proc.log.read_text(errors="replace")[-1500:]
-                raise NodeError(f"{proc.name} exited ({proc.popen.returncode}) while waiting for "
-                                f"{what}; log {proc.log}:\n{tail}")
-            try:
-                if ok():
-                    return
-            except Exception:
-                pass
-            time.sleep(0.3)
-        where = f"; log {proc.log}" if proc else ""
-        raise NodeError(f"timed out after {timeout:.0f} s waiting for {what}{where}")
-
     # ----------------------------------------------------------------------------- up
     def up(self) -> None:
-        for d in ("etcd", "certs", "containerd", "cni", "kubelet", "logs"):
+        for d in ("containerd", "cni", "kubelet"):
             (self.work / d).mkdir(parents=True, exist_ok=True)
         self.netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        self.ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kubelet")}
-        self._certs()
+        self.ports["kubelet"] = free_port()
+        self.prepare()
         self._bridge()
-        self._etcd_and_apiserver()
+        self.start_etcd_and_apiserver()
         self._containerd()
         self._kubelet()
 
-    def _certs(self) -> None:
-        c = self.work / "certs"
-        ossl = lambda *a: run(["openssl", *a])  # noqa: E731
-        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=e2e-ca",
-             "-keyout", str(c / "ca.key"), "-out", str(c / "ca.crt"),
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-             "-keyout", str(c / "apiserver.key"), "-out", str(c / "apiserver.csr"))
-        (c / "ext.cnf").write_text(
-            "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
-            f"subjectAltName=IP:127.0.0.1,IP:{GATEWAY},IP:{SERVICE_IP},DNS:localhost,"
-            "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-            "DNS:kubernetes.default.svc.cluster.local\n")
-        ossl("x509", "-req", "-days", "2", "-in", str(c / "apiserver.csr"), "-CA", str(c / "ca.crt"),
-             "-CAkey", str(c / "ca.key"), "-CAcreateserial", "-out", str(c / "apiserver.crt"),
-             "-extfile", str(c / "ext.cnf"))
-        ossl("genrsa", "-out", str(c / "sa.key"), "2048")
-        ossl("rsa", "-in", str(c / "sa.key"), "-pubout", "-out", str(c / "sa.pub"))
-        (c / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {
-                "server": f"https://{GATEWAY}:{self.ports['apiserver']}",
-                "certificate-authority": str(c / "ca.crt")}}],
-            "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
-        }))
+    def apiserver_flags(self) -> list[str]:
+        return super().apiserver_flags() + [
+            # webhooks behind a Service are dialled at the Endpoints' address (no kube-proxy)
+            "--enable-aggregator-routing=true",
+            # the node's name resolves nowhere: dial the kubelet (port-forward) at its IP
+            "--kubelet-preferred-address-types=InternalIP"]
 
     def _bridge(self) -> None:
         # Made before the first pod so the API server can listen on the gateway address that
@@ -179,41 +80,6 @@ class Node:
         self.bridge_made = True
         run(["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE])
         run(["ip", "link", "set", BRIDGE, "up"])
-
-    def _etcd_and_apiserver(self) -> None:
-        p = self.ports
-        etcd = self.start("etcd", [
-            "etcd", "--data-dir", str(self.work / "etcd"), "--name", "e2e",
-            "--listen-client-urls", f"http://127.0.0.1:{p['etcd']}",
-            "--advertise-client-urls", f"http://127.0.0.1:{p['etcd']}",
-            "--listen-peer-urls", f"http://127.0.0.1:{p['etcd_peer']}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{p['etcd_peer']}",
-            "--initial-cluster", f"e2e=http://127.0.0.1:{p['etcd_peer']}",
-            "--listen-metrics-urls", "", "--log-level", "warn"])
-        c = self.work / "certs"
-        api = self.start("kube-apiserver", [
-            str(self.bin / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-            f"--bind-address={GATEWAY}", f"--secure-port={p['apiserver']}",
-            f"--advertise-address={GATEWAY}", "--insecure-port=0",
-            f"--tls-cert-file={c / 'apiserver.crt'}", f"--tls-private-key-file={c / 'apiserver.key'}",
-            f"--client-ca-file={c / 'ca.crt'}", f"--token-auth-file={c / 'tokens.csv'}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-account-key-file={c / 'sa.pub'}",
-            f"--service-account-signing-key-file={c / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
-            "--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,"
-            "ValidatingAdmissionWebhook",
-            "--disable-admission-plugins=ServiceAccount",
-            # webhooks behind a Service are dialled at the Endpoints' address (no kube-proxy)
-            "--enable-aggregator-routing=true",
-            # the node's name resolves nowhere: dial the kubelet (port-forward) at its IP
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--cert-dir={c}", "--v=1"])
-        self.wait_for("etcd", etcd, lambda: socket.create_connection(
-            ("127.0.0.1", p["etcd"]), 0.5).close() is None, 30)
-        self.wait_for("kube-apiserver /readyz", api,
-                      lambda: self.kubectl("get", "--raw", "/readyz", check=False).strip() == "ok", 90)
 
     def _containerd(self) -> None:
         d = self.work / "containerd"
@@ -329,7 +195,7 @@ class Node:
         names = {p.name: p for p in self.procs}
         if "kubelet" in names and "containerd" in names and names["containerd"].popen.poll() is None:
             # Let the kubelet stop what it can, then make sure no container outlives the node.
-            self._stop(names["kubelet"], problems)
+            self.stop(names["kubelet"], problems)
             try:
                 for cid in self.ctr("tasks", "ls", "-q", check=False).split():
                     self.ctr("tasks", "kill", "-a", "-s", "SIGKILL", cid, check=False)
@@ -340,8 +206,7 @@ class Node:
                     self.ctr("tasks", "delete", "-f", cid, check=False)
             except Exception as e:  # noqa: BLE001 - teardown keeps going
                 problems.append(f"stopping containers: {e}")
-        for p in reversed(self.procs):
-            self._stop(p, problems)
+        problems += super().down()
         self._reap_shims(problems)
         self._unmount_all(problems)
         self._remove_netns(problems)
@@ -351,17 +216,6 @@ class Node:
             self.bridge_made = False
         self._remove_pod_logs()
         return problems
-
-    def _stop(self, p: Proc, problems: list[str]) -> None:
-        if p.popen.poll() is not None:
-            return
-        p.popen.send_signal(signal.SIGTERM)
-        try:
-            p.popen.wait(15)
-        except subprocess.TimeoutExpired:
-            problems.append(f"{p.name} (pid {p.popen.pid}) ignored SIGTERM, killed")
-            p.popen.kill()
-            p.popen.wait(5)
 
     def _reap_shims(self, problems: list[str]) -> None:
         # containerd's shims are our processes too; they name our socket on their command line.

@@ -10,6 +10,15 @@ WANT=(kube-apiserver kubelet kubectl)
 
 have_all() { local b; for b in "${WANT[@]}"; do [[ -x $OUT/$b ]] || return 1; done; }
 if have_all; then echo "build-kube: cached in $OUT"; exit 0; fi
+# Two callers (e2e/run and the pytest suite's API-server fixture) may meet on one machine:
+# the second waits for the first's build and then finds it cached.
+mkdir -p "$CACHE/kube"
+exec 9>"$CACHE/kube/build.lock"
+if ! flock -n 9; then
+    echo "build-kube: another build holds $CACHE/kube/build.lock; waiting"
+    flock 9
+fi
+if have_all; then echo "build-kube: cached in $OUT"; exit 0; fi
 
 for p in golang-go golang-github-modern-go-reflect2-dev make gcc rsync; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
