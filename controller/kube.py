@@ -1,7 +1,8 @@
 """The few API-server calls the engine makes, on the official ``kubernetes`` client.
 
-Kept to one small surface (:class:`Cluster`) so the engine is plain synchronous Python and the
-same calls can be served by a real API server here or by the test suite's in-memory one.
+Kept to one small surface (:class:`Cluster`) so the engine is plain synchronous Python; the
+test suite runs the engine on this same class against a real kube-apiserver
+(tests/kubeapi.py).
 Finalizer edits carry the object's resourceVersion (optimistic locking): the finalizer list is
 the experiment's record of which pods hold a fault, and two writers must not lose an entry.
 """

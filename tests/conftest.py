@@ -1,4 +1,5 @@
-"""Shared fixtures: a real chaosfs daemon mounted on temp dirs, always cleaned up."""
+"""Shared fixtures: a real chaosfs daemon mounted on temp dirs, always cleaned up; a real
+kube-apiserver + etcd for the session, and a namespace of it per test."""
 from __future__ import annotations
 
 import os
@@ -216,3 +217,55 @@ def hot_impl(request) -> str:
 def chaosfs_mount(daemon_factory) -> Daemon:
     """A running chaosfs (Cython hot path) over an empty original dir."""
     return daemon_factory()
+
+
+# ------------------------------------------------------------------ a real API server
+_KUBE_BUILD_ERROR = pytest.StashKey[Exception]()
+
+
+def _say(config):
+    """A line on the terminal even while pytest captures output."""
+    def say(line: str) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        with capman.global_and_fixture_disabled():
+            if reporter is not None:
+                # write_line starts a new line after a file's name, not after -q's dots
+                if not reporter.currentfspath and reporter._tw.width_of_current_line:
+                    reporter.write("\n")
+                reporter.write_line(f"kube-api: {line}")
+            else:
+                print(f"kube-api: {line}", flush=True)
+    return say
+
+
+def pytest_collection_finish(session):
+    # A cold build takes 8-19 min: done here, before the first test, so that no test's
+    # timeout covers it. Only when a collected test needs the API server.
+    config = session.config
+    if config.option.collectonly or not any(
+            "kube_api" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from e2e.control_plane import ControlPlaneError, cache_dir, ensure_binaries
+    try:
+        ensure_binaries(cache_dir(), _say(config))
+    except ControlPlaneError as exc:
+        config.stash[_KUBE_BUILD_ERROR] = exc  # raised by the fixture, in each test using it
+
+
+@pytest.fixture(scope="session")
+def kube_api(pytestconfig):
+    """An ApiClient of a real etcd + kube-apiserver 1.20 started for this session on
+    loopback, with the IoChaos CRD Established (tests/kubeapi.py)."""
+    if _KUBE_BUILD_ERROR in pytestconfig.stash:
+        raise pytestconfig.stash[_KUBE_BUILD_ERROR]
+    from tests.kubeapi import control_plane
+    with control_plane(say=_say(pytestconfig)) as api:
+        yield api
+
+
+@pytest.fixture
+def kube(kube_api, request):
+    """This test's own namespace on the session's API server (tests.kubeapi.Namespace)."""
+    from tests.kubeapi import Namespace, namespace_name
+    return Namespace(kube_api, namespace_name(request.node.name))
