@@ -239,12 +239,26 @@ def _say(config):
     return say
 
 
+def _uses_kube_api(item) -> bool:
+    return "kube_api" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The API-server tests run last: when the e2e test runs too, its e2e/run builds the
+    # Kubernetes binaries beside its image builds (as on every cold CI machine), and these
+    # tests then find them cached instead of building them alone before everything.
+    items.sort(key=_uses_kube_api)  # stable: the order within each group stays
+
+
 def pytest_collection_finish(session):
     # A cold build takes 8-19 min: done here, before the first test, so that no test's
-    # timeout covers it. Only when a collected test needs the API server.
+    # timeout covers it. Only when a collected test needs the API server and no collected
+    # e2e run (which builds the same binaries, ahead of these tests) will build them.
     config = session.config
-    if config.option.collectonly or not any(
-            "kube_api" in getattr(item, "fixturenames", ()) for item in session.items):
+    if config.option.collectonly or not any(_uses_kube_api(i) for i in session.items):
+        return
+    if os.environ.get("CHAOSFS_E2E_MODE", "node") == "node" and any(
+            i.nodeid.startswith("tests/test_e2e.py::") for i in session.items):
         return
     from e2e.control_plane import ControlPlaneError, cache_dir, ensure_binaries
     try:
@@ -259,6 +273,10 @@ def kube_api(pytestconfig):
     loopback, with the IoChaos CRD Established (tests/kubeapi.py)."""
     if _KUBE_BUILD_ERROR in pytestconfig.stash:
         raise pytestconfig.stash[_KUBE_BUILD_ERROR]
+    from e2e.control_plane import binaries_missing, cache_dir
+    if binaries_missing(cache_dir()):  # the e2e run before these tests did not build them
+        pytest.fail(f"kube-apiserver is not in {cache_dir() / 'kube' / 'bin'} after the e2e "
+                    f"test (its build log: {cache_dir() / 'build-kube.log'})")
     from tests.kubeapi import control_plane
     with control_plane(say=_say(pytestconfig)) as api:
         yield api
