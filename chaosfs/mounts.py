@@ -39,9 +39,18 @@ def _mounts(mountinfo: str) -> list[tuple[str, str]]:
     return out
 
 
+def mount_point_path(path: str) -> str:
+    """How mountinfo names a mount at `path`: the directories above it with symlinks
+    resolved (/var/run -> /run in most images), the last component as given, since
+    resolving it would stat what may be a dead or hung FUSE mount."""
+    path = os.path.abspath(path)
+    head, tail = os.path.split(path)
+    return os.path.join(os.path.realpath(head), tail) if tail else path
+
+
 def mount_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
     """fstype of the topmost mount exactly at `path` (e.g. 'fuse.chaosfs'), else None."""
-    path = os.path.abspath(path)
+    path = mount_point_path(path)
     found = None
     for mp, fstype in _mounts(mountinfo):
         if mp == path:

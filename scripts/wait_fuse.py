@@ -117,6 +117,15 @@ class EnvironmentProblem(Exception):
     """Waiting cannot work here at all (e.g. no /proc); retrying would not help."""
 
 
+def mount_point_path(path: str) -> str:
+    """How mountinfo names a mount at `path`: symlinks above it resolved (images make
+    /var/run a link to /run, so a volume at /var/run/etcd is mounted at /run/etcd), the
+    last component left alone: resolving it would stat a possibly hung FUSE mount."""
+    path = os.path.abspath(path)
+    head, tail = os.path.split(path)
+    return os.path.join(os.path.realpath(head), tail) if tail else path
+
+
 def not_ready_reason(config: WaitConfig) -> str | None:
     """Why the fuse server is not ready yet, or None when it is."""
     if not os.path.isfile(config.pid_file):
@@ -127,7 +136,7 @@ def not_ready_reason(config: WaitConfig) -> str | None:
                 mountinfo = table.read()
         except OSError as error:
             raise EnvironmentProblem(f"cannot read {MOUNTINFO}: {error.strerror}") from None
-        if mount_type_at(config.mountpoint, mountinfo) != FUSE_TYPE:
+        if mount_type_at(mount_point_path(config.mountpoint), mountinfo) != FUSE_TYPE:
             return f"{config.mountpoint} is not a {FUSE_TYPE} mount"
     return None
 

@@ -301,6 +301,22 @@ def test_ready_only_once_the_real_chaosfs_mount_is_live(daemon_factory, tmp_path
         lazy_unmount(mountpoint)  # the fixture's own check does not unescape the space
 
 
+def test_a_mount_point_below_a_symlink_is_found_and_cleaned_up(daemon_factory):
+    """Images make /var/run a symlink to /run: the etcd example's data dir
+    /var/run/etcd/default.etcd is mounted, and listed in mountinfo, as /run/etcd/...; both
+    wait-fuse's check and the daemon's own unmount at exit must see through that."""
+    daemon = daemon_factory(start=False, name="linked")
+    real = daemon.mountpoint
+    link = real.parent / "var-run"
+    link.symlink_to(real.parent, target_is_directory=True)
+    daemon.mountpoint = link / real.name
+    daemon.start()
+    result = run(WAIT, "-f", str(daemon.pidfile), "-m", str(daemon.mountpoint), "-r", "0")
+    assert (result.returncode, result.stdout) == (0, "fuse server is started\n"), daemon.log_text()
+    assert daemon.stop() == 0
+    assert mount_type_at(str(real), Path("/proc/self/mountinfo").read_bytes()) is None
+
+
 def dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
