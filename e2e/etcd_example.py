@@ -108,7 +108,10 @@ class EtcdFlow:
             self.r.require("IoChaos etcd example pod running and ready", False,
                            json.dumps(p.get("status", {}).get("containerStatuses"))[:800])
         self.ip = p["status"]["podIP"]
-        mounts = self.exec(f"awk '$5 == \"{DATA}\"' /proc/self/mountinfo")
+        # mountinfo names it with /var/run resolved (a symlink to /run in the image)
+        parent, base = DATA.rsplit("/", 1)
+        mounts = self.exec(f"p=$(readlink -f {parent})/{base}; "
+                           "awk -v p=\"$p\" '$5 == p' /proc/self/mountinfo")
         self.r.check("IoChaos etcd example pod ready: etcd serves with its data dir on the "
                      "chaosfs FUSE mount", " - fuse" in mounts and "ERR" not in mounts,
                      mounts.strip()[-200:])
