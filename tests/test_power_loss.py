@@ -478,3 +478,36 @@ def test_power_loss_dir_on_another_file_system_refuses_arming(daemon_factory, tm
         assert (p.o / "f").read_bytes() == b"x"
     finally:
         p.ch.close()
+
+
+def test_an_fsync_that_ends_after_a_concurrent_one_keeps_later_writes_unsynced(tmp_path):
+    """Two fsyncs of one file overlap (two threads): the later-started one makes the file
+    wholly durable and its track goes; a write then starts a new track. The earlier fsync
+    finishing last must not count that write as synced (its mark names the old track)."""
+    from chaosfs.fs.durability import WRITE, CutOptions, Durability
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_bytes(b"a" * 8192)
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    ffd = os.open(root / "f", os.O_RDWR)
+    d = Durability(rfd, str(tmp_path / "pl"), 1 << 20)
+    try:
+        st = os.fstat(ffd)
+        key = (st.st_dev, st.st_ino)
+        for off in (0, 4096):
+            d.data_op(key, ffd, WRITE, off, 4096)
+            os.pwrite(ffd, b"b" * 4096, off)
+        first = d.sync_mark(key)   # the earlier fsync starts...
+        second = d.sync_mark(key)  # ...a concurrent one starts and ends first
+        d.file_synced(key, second)
+        assert d.status()["data_ops"] == 0
+        d.data_op(key, ffd, WRITE, 0, 4096)  # after both marks: not synced by either
+        os.pwrite(ffd, b"c" * 4096, 0)
+        d.file_synced(key, first)
+        assert d.status()["data_ops"] == 1
+        d.rollback(CutOptions())
+        assert os.pread(ffd, 8192, 0) == b"b" * 8192  # the unsynced write is undone
+    finally:
+        d.close()
+        os.close(ffd)
+        os.close(rfd)

@@ -78,7 +78,7 @@ class DataOp:
 class FileTrack:
     """One file's data records since its last fsync."""
 
-    __slots__ = ("fd", "undo_fd", "undo_name", "undo_len", "ops")
+    __slots__ = ("fd", "undo_fd", "undo_name", "undo_len", "ops", "base")
 
     def __init__(self, fd: int, undo_fd: int, undo_name: str) -> None:
         self.fd = fd            # O_RDWR on the backing inode
@@ -86,6 +86,7 @@ class FileTrack:
         self.undo_name = undo_name
         self.undo_len = 0
         self.ops: list[DataOp] = []
+        self.base = 0           # ops dropped from the front of `ops` by fsyncs so far
 
 
 @dataclass
@@ -260,22 +261,26 @@ class Durability:
         u_off = self._save(t, r_off, r_len)
         t.ops.append(DataOp(kind, off, length, mode, size, r_off, r_len, u_off))
 
-    def sync_mark(self, key: Key) -> tuple[int, int]:
-        """Taken when an fsync starts: what it can make durable is what came before."""
+    def sync_mark(self, key: Key) -> tuple[Optional[str], int, int]:
+        """Taken when an fsync starts: what it can make durable is what came before (the
+        track, by its unique undo name, and how many ops it had recorded in all)."""
         t = self.files.get(key)
-        return (len(t.ops) if t is not None else 0), self.seq
+        if t is None:
+            return None, 0, self.seq
+        return t.undo_name, t.base + len(t.ops), self.seq
 
-    def file_synced(self, key: Key, mark: tuple[int, int]) -> None:
+    def file_synced(self, key: Key, mark: tuple[Optional[str], int, int]) -> None:
         """fsync/fdatasync of the file succeeded: its data as it was when the call started
-        is durable (a write that raced with the call is not)."""
-        nops, seq = mark
+        is durable (a write that raced with the call is not, nor one that a concurrent
+        fsync's emptying left to a track made after the mark)."""
+        name, recorded, seq = mark
         t = self.files.get(key)
-        if t is not None:
-            if nops >= len(t.ops):
+        if t is not None and t.undo_name == name and recorded > t.base:
+            del t.ops[:recorded - t.base]
+            t.base = recorded
+            if not t.ops:  # wholly durable: the track and its old bytes go
                 del self.files[key]
                 self._close_track(t)
-            elif nops:
-                del t.ops[:nops]  # their undo bytes stay in the file until it is synced
         if self.model == "journal":
             self._commit(seq)
 
