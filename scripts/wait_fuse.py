@@ -120,7 +120,8 @@ class EnvironmentProblem(Exception):
 def mount_point_path(path: str) -> str:
     """How mountinfo names a mount at `path`: symlinks above it resolved (images make
     /var/run a link to /run, so a volume at /var/run/etcd is mounted at /run/etcd), the
-    last component left alone: resolving it would stat a possibly hung FUSE mount."""
+    last component left alone: resolving it would stat a possibly hung FUSE mount.
+    (chaosfs.mounts has the daemon's twin; the scripts image carries no chaosfs package.)"""
     path = os.path.abspath(path)
     head, tail = os.path.split(path)
     return os.path.join(os.path.realpath(head), tail) if tail else path
