@@ -850,7 +850,7 @@ class FsOperations(pyfuse3.Operations):
         await trio.to_thread.run_sync(os.fsync, h.fd)
         if d is not None and self.durable is d:
             if d.epoch != epoch:
-                raise FUSEError(errno.EIO)  # cut while syncing: the app must not count on it
+                raise InjectedError(errno.EIO)  # cut while syncing: the app must not count on it
             d.dir_synced((h.node.dev, h.node.bino), mark)
 
     # ---- extended attributes ------------------------------------------------------------
