@@ -42,6 +42,8 @@ extensions = [
     # the pyfuse3 transport's hot handlers and the file-system logic's syscall helpers
     Extension("chaosfs.fs._hot", ["chaosfs/fs/_hot.pyx"], extra_compile_args=["-O2"],
               depends=["chaosfs/faults/_gate.pxd"]),
+    # a directory listing pass, read with getdents64 and kept as READDIR records
+    Extension("chaosfs.fs._dirents", ["chaosfs/fs/_dirents.pyx"], extra_compile_args=["-O2", "-D_GNU_SOURCE"]),
     # -transport=cython: chaosfs's own /dev/fuse session (worker threads in devfuse_core.h)
     Extension("chaosfs.transport._devfuse", ["chaosfs/transport/_devfuse.pyx"],
               include_dirs=["chaosfs/transport"],

@@ -18,6 +18,7 @@ import pyfuse3
 from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import Node
+from chaosfs.fs._dirents import DirSnapshot
 
 O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 PROMISED_MAX = 1 << 16
@@ -41,7 +42,7 @@ class Handle:
         self.fd = fd
         self.node = node
         self.is_dir = is_dir
-        self.entries: Optional[list[Any]] = None
+        self.entries: Optional[DirSnapshot] = None  # a directory being listed
         self.io = IO_UNCOUNTED
 
 
@@ -138,6 +139,11 @@ class InodeTable:
             ino = self._promised[key] = self._next_ino
             self._next_ino += 1
         return ino
+
+    def listing(self, dir_fd: int, dev: int) -> DirSnapshot:
+        """The entries of the open directory `dir_fd` on device `dev`, numbered as
+        number_for would number them (its two dict hits in C)."""
+        return DirSnapshot(dir_fd, dev, self.by_key, self._promised, self.number_for)
 
     def lookup(self, parent: Node, name: bytes, dirfd: int = -1) -> tuple[Node, os.stat_result]:
         """remember() for a name the kernel is about to learn: open it O_PATH and fstat that

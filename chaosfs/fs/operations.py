@@ -52,18 +52,6 @@ M = METHOD_ID
 CAPS = b"security.capability"
 
 
-def _dtype(e: os.DirEntry) -> int:
-    """A getdents entry's d_type (DT_* = S_IFMT >> 12) from what scandir kept of it;
-    DT_UNKNOWN for fifos, sockets and devices (the caller then stats, as on any fs)."""
-    if e.is_symlink():
-        return stat.S_IFLNK >> 12
-    if e.is_dir(follow_symlinks=False):
-        return stat.S_IFDIR >> 12
-    if e.is_file(follow_symlinks=False):
-        return stat.S_IFREG >> 12
-    return 0
-
-
 def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
     """Error mapping and stats for a cold-path handler. An exception other than FUSEError
     escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
@@ -810,22 +798,17 @@ class FsOperations(pyfuse3.Operations):
         if start_id == 0 or h.entries is None:
             # One snapshot per pass: offsets stay stable while entries come and go. Names,
             # inode numbers and types from getdents alone: no stat per entry.
-            with os.scandir(h.fd) as it:
-                h.entries = [(os.fsencode(e.name), e.inode(), _dtype(e)) for e in it]
+            h.entries = self.inodes.listing(h.fd, h.node.dev)
         entries = h.entries
-        parent = h.node
         if not self.transport.readdir_plus(token):
-            # Names only: the inode numbers the kernel will see for these names once it
-            # looks them up, so d_ino matches st_ino (inodes.number_for).
-            number, reply_name, dev = self.inodes.number_for, self.transport.readdir_name, parent.dev
-            for i in range(start_id, len(entries)):
-                name, bino, dtype = entries[i]
-                if not reply_name(token, name, number(dev, bino), dtype, i + 1):
-                    return
+            # Names only, numbered as the kernel will see them once it looks them up
+            # (inodes.number_for), so d_ino matches st_ino.
+            self.transport.readdir_names(token, entries, start_id)
             return
-        lookup, entry, reply = self.inodes.lookup, self._entry, self.transport.readdir_reply
+        parent = h.node
+        lookup, entry, reply, name_at = self.inodes.lookup, self._entry, self.transport.readdir_reply, entries.name
         for i in range(start_id, len(entries)):
-            name = entries[i][0]
+            name = name_at(i)
             try:
                 node, st = lookup(parent, name, h.fd)
             except OSError:

@@ -539,22 +539,10 @@ cdef class DevFuseTransport:
         # and after a lookup in it (ls -l, find -type); a bare listing gets names only.
         return token.plus
 
-    def readdir_name(self, DirBuffer token, bytes name, uint64_t ino, int dtype,
-                     uint64_t next_id) -> bool:
-        """One plain READDIR entry (no lookup: the kernel learns no inode from it)."""
-        cdef size_t namelen = len(name)
-        cdef size_t rec = (sizeof(fuse_dirent) + namelen + 7) & ~(<size_t>7)
-        cdef size_t at = len(token.buf)
-        if at + rec > token.limit:
-            return False
-        token.buf.extend(bytes(rec))
-        cdef fuse_dirent *d = <fuse_dirent *>(<char *>token.buf + at)
-        d.ino = ino
-        d.off = next_id
-        d.namelen = namelen
-        d.type = dtype
-        memcpy(<char *>d + sizeof(fuse_dirent), PyBytes_AS_STRING(name), namelen)
-        return True
+    def readdir_names(self, DirBuffer token, entries, Py_ssize_t start):
+        """Plain READDIR: the run of entries' records from `start` that fits (no lookup:
+        the kernel learns no inode from them)."""
+        token.buf += entries.span(start, token.limit - len(token.buf))
 
     def readdir_reply(self, DirBuffer token, bytes name, entry, uint64_t next_id) -> bool:
         cdef size_t namelen = len(name)

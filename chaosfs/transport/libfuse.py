@@ -63,7 +63,7 @@ class LibfuseTransport:
     def readdir_reply(self, token: Any, name: bytes, entry: Any, next_id: int) -> bool:
         return pyfuse3.readdir_reply(token, name, entry, next_id)
 
-    def readdir_name(self, token: Any, name: bytes, ino: int, dtype: int, next_id: int) -> bool:
+    def readdir_names(self, token: Any, entries: Any, start: int) -> None:
         raise AssertionError("pyfuse3 readdir replies carry attributes")
 
     take_kill = staticmethod(fuseconn.take_kill)
