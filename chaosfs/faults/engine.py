@@ -7,6 +7,7 @@ in one step, so a request never sees half a change, and a bad request changes no
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import random
@@ -16,7 +17,6 @@ from dataclasses import replace
 from contextvars import ContextVar
 from typing import Callable, Optional
 
-import re2
 import trio
 from pyfuse3 import FUSEError
 
@@ -199,9 +199,13 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
 
 # ---- the table ---------------------------------------------------------------------------
 
-_SET_OPTIONS = re2.Options()
-_SET_OPTIONS.log_errors = False
-_SET_OPTIONS.max_mem = 256 << 20
+@functools.cache
+def _set_options():
+    import re2  # with the first patterned rule, as in rules.py (see _re2_options there)
+    opts = re2.Options()
+    opts.log_errors = False
+    opts.max_mem = 256 << 20
+    return opts
 
 
 def build_matcher(rules: tuple) -> Callable[[str], tuple]:
@@ -213,7 +217,8 @@ def build_matcher(rules: tuple) -> Callable[[str], tuple]:
     patterned = [i for i, r in enumerate(rules) if r.regex is not None]
     if not patterned:
         return lambda path: rules
-    rset = re2.Set.SearchSet(_SET_OPTIONS)
+    import re2  # loaded by the patterns' compile_path already
+    rset = re2.Set.SearchSet(_set_options())
     for i in patterned:
         rset.Add(rules[i].regex.pattern)
     try:

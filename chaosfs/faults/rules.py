@@ -6,14 +6,13 @@ is engine.py.
 from __future__ import annotations
 
 import errno as E
+import functools
 import logging
 import os
 import random
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
-
-import re2
 
 from chaosfs.faults.methods import (ALL_METHODS, ENOSYS_STANDIN, ENOSYS_STICKY, MAX_REPLY_ERRNO,
                              METHOD_ID, NEVER_FIRE)
@@ -74,13 +73,22 @@ class RuleError(ValueError):
 
 # ---- paths -------------------------------------------------------------------------------
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
-_RE2_OPTIONS.max_mem = 8 << 20
+# re2 is imported with the first path pattern, not at start: a daemon with no rule (the idle
+# sidecar) never matches a path, and the extension is ~1 MB of its RSS and ~4 ms of its
+# start-up. The later `import re2`s are a sys.modules lookup per rule validated or table
+# built, never per request (a compiled pattern holds what it needs).
+@functools.cache
+def _re2_options():
+    import re2
+    opts = re2.Options()
+    opts.log_errors = False
+    opts.max_mem = 8 << 20
+    return opts
 
 
 def glob_to_re2(glob: str) -> str:
     """`*` one path segment's worth, `**` any depth, `?` one char, `[...]` a class; anchored."""
+    import re2  # (lazily: see _re2_options)
     out, i, n = ["^"], 0, len(glob)
     while i < n:
         c = glob[i]
@@ -124,8 +132,9 @@ def compile_path(pattern: str, kind: str = "regex"):
         raise RuleError("path_kind", f"unknown kind {kind!r} (regex or glob)")
     if source == "":
         return None
+    import re2  # (lazily: see _re2_options)
     try:
-        return re2.compile(source, _RE2_OPTIONS)
+        return re2.compile(source, _re2_options())
     except re2.error as e:
         msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise RuleError("path", f"invalid {kind} {pattern!r}: {msg}") from None
