@@ -453,6 +453,33 @@ libc.rewinddir.argtypes = [ctypes.c_void_p]
 libc.closedir.argtypes = [ctypes.c_void_p]
 
 
+def test_readdir_types_and_inode_numbers(pair: Pair):
+    """Every entry's d_type is the file's own (a fifo is DT_FIFO, not DT_UNKNOWN) and its
+    d_ino is the st_ino a stat of the name then shows, in the batches past the first too
+    (names only on -transport=cython: numbered before the kernel has looked them up)."""
+    for i in range(800):
+        (pair.m / f"f{i:04d}-{'z' * 40}").touch()
+    os.mkfifo(pair.m / "fifo")
+    (pair.m / "dir").mkdir()
+    (pair.m / "lnk").symlink_to("dir")
+    d = libc.opendir(bytes(pair.m))
+    assert d
+    seen = {}
+    try:
+        while True:
+            p = libc.readdir(d)
+            if not p:
+                break
+            seen[os.fsdecode(p.contents.d_name)] = (p.contents.d_ino, p.contents.d_type)
+    finally:
+        libc.closedir(d)
+    assert len(seen) == 803, len(seen)
+    want = {"fifo": 1, "dir": 4, "lnk": 10}  # DT_FIFO, DT_DIR, DT_LNK; the rest DT_REG
+    for name, (ino, typ) in seen.items():
+        assert typ == want.get(name, 8), (name, typ)
+        assert os.lstat(pair.m / name).st_ino == ino, name
+
+
 def test_readdir_telldir_seekdir(pair: Pair):
     for i in range(600):
         (pair.m / f"e{i:04d}-{'q' * 60}").touch()
