@@ -15,6 +15,8 @@ from libc.errno cimport errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset, strlen
 
+from chaosfs.faults._gate cimport Node
+
 cdef extern from "<unistd.h>" nogil:
     long lseek(int fd, long off, int whence)
 
@@ -24,9 +26,6 @@ cdef enum:
 
 cdef inline size_t _rec_size(size_t namelen) nogil:
     return (sizeof(fuse_dirent) + namelen + 7) & ~(<size_t>7)
-
-
-from chaosfs.faults._gate cimport Node
 
 
 cdef uint64_t _number(uint64_t dev, uint64_t bino, dict known, dict promised, number) except 0:

@@ -12,7 +12,7 @@ import errno
 import os
 import resource
 import stat
-from typing import Any, Optional
+from typing import Optional
 
 import pyfuse3
 from pyfuse3 import FUSEError
