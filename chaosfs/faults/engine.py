@@ -7,7 +7,6 @@ in one step, so a request never sees half a change, and a bad request changes no
 from __future__ import annotations
 
 import errno
-import functools
 import itertools
 import logging
 import random
@@ -21,7 +20,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import FaultGate
-from chaosfs.faults.rules import Corrupt, Rule, RuleError, never_firing, validate_rule
+from chaosfs.faults.rules import Corrupt, Rule, RuleError, never_firing, re2_options, validate_rule
 from chaosfs.faults.methods import DELAY_ONLY, METHOD_ID, NEVER_FIRE
 
 log = logging.getLogger("chaosfs.faults")
@@ -199,15 +198,6 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
 
 # ---- the table ---------------------------------------------------------------------------
 
-@functools.cache
-def _set_options():
-    import re2  # with the first patterned rule, as in rules.py (see _re2_options there)
-    opts = re2.Options()
-    opts.log_errors = False
-    opts.max_mem = 256 << 20
-    return opts
-
-
 def build_matcher(rules: tuple) -> Callable[[str], tuple]:
     """path -> the rules (in table order) whose pattern matches it, with one RE2 set search
     for all patterned rules, so 1,000 rules cost about what one does."""
@@ -218,7 +208,7 @@ def build_matcher(rules: tuple) -> Callable[[str], tuple]:
     if not patterned:
         return lambda path: rules
     import re2  # loaded by the patterns' compile_path already
-    rset = re2.Set.SearchSet(_set_options())
+    rset = re2.Set.SearchSet(re2_options(256 << 20))
     for i in patterned:
         rset.Add(rules[i].regex.pattern)
     try:

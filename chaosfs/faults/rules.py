@@ -78,17 +78,18 @@ class RuleError(ValueError):
 # start-up. The later `import re2`s are a sys.modules lookup per rule validated or table
 # built, never per request (a compiled pattern holds what it needs).
 @functools.cache
-def _re2_options():
+def re2_options(max_mem: int = 8 << 20):
+    """Quiet re2 options with a memory cap: one path pattern's (the default) or a rule set's."""
     import re2
     opts = re2.Options()
     opts.log_errors = False
-    opts.max_mem = 8 << 20
+    opts.max_mem = max_mem
     return opts
 
 
 def glob_to_re2(glob: str) -> str:
     """`*` one path segment's worth, `**` any depth, `?` one char, `[...]` a class; anchored."""
-    import re2  # (lazily: see _re2_options)
+    import re2  # (lazily: see re2_options)
     out, i, n = ["^"], 0, len(glob)
     while i < n:
         c = glob[i]
@@ -132,9 +133,9 @@ def compile_path(pattern: str, kind: str = "regex"):
         raise RuleError("path_kind", f"unknown kind {kind!r} (regex or glob)")
     if source == "":
         return None
-    import re2  # (lazily: see _re2_options)
+    import re2  # (lazily: see re2_options)
     try:
-        return re2.compile(source, _re2_options())
+        return re2.compile(source, re2_options())
     except re2.error as e:
         msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise RuleError("path", f"invalid {kind} {pattern!r}: {msg}") from None
