@@ -49,6 +49,7 @@ extensions = [
               include_dirs=["chaosfs/transport"],
               depends=["chaosfs/transport/devfuse_core.h", "chaosfs/transport/devfuse_uring.h",
                        "chaosfs/transport/devfuse_gate.h", "chaosfs/transport/devfuse_locks.h",
+                       "chaosfs/transport/devfuse_attrs.h",
                        "chaosfs/transport/fuse740.h",
                        "chaosfs/transport/setid.h", "chaosfs/faults/_gate.pxd"],
               extra_compile_args=["-O2", "-D_GNU_SOURCE"], libraries=["pthread"]),

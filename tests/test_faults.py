@@ -270,6 +270,78 @@ def test_attr_and_entry_caches_do_not_hide_getattr_or_lookup_faults(fs):
     assert errno_of(os.stat, m / "db" / "000012.sst") == errno.ENOENT
 
 
+def test_getattr_rule_reaches_an_open_file_whose_attributes_were_served(fs):
+    """-transport=cython answers GETATTR in its workers once an inode is known and no rule
+    touches it; a rule added later, or a rename onto a matched path, must still fire on
+    the next fstat (a write drops the kernel's cached attributes, so fstat asks)."""
+    m = fs.mountpoint
+    fd = os.open(m / "other.txt", os.O_RDWR)
+    fd2 = os.open(m / "db" / "000012.sst", os.O_RDWR)
+    try:
+        for i in range(5):  # served (by the workers, on cython) with the right sizes
+            os.pwrite(fd, b"z", 4000 + i)
+            assert os.fstat(fd).st_size == 4001 + i
+        rid = add(fs, methods=["getattr"], path="^other", errno=fpb.ErrnoAction(code=5))
+        os.pwrite(fd, b"z", 0)
+        os.pwrite(fd2, b"z", 0)
+        assert errno_of(os.fstat, fd) == errno.EIO
+        assert os.fstat(fd2).st_size == len(b"sst-data" * 512)  # another file: untouched
+        fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[rid]))
+        os.pwrite(fd, b"z", 0)
+        assert os.fstat(fd).st_size == 4005
+        # the rule's path is the file's after a rename, not the one it was served under
+        add(fs, methods=["getattr"], path="moved$", errno=fpb.ErrnoAction(code=13))
+        os.pwrite(fd2, b"z", 0)
+        assert os.fstat(fd2).st_size == len(b"sst-data" * 512)
+        os.rename(m / "db" / "000012.sst", m / "db" / "moved")
+        os.pwrite(fd2, b"z", 0)
+        assert errno_of(os.fstat, fd2) == errno.EACCES
+        assert os.fstat(fd).st_size == 4005
+    finally:
+        os.close(fd)
+        os.close(fd2)
+
+
+def test_attributes_never_come_from_another_inode_across_forgets(fs):
+    """Inodes come and go (unlink, the kernel forgetting them) while their attributes are
+    answered from fds the inode table closes and the kernel hands out again: every fstat
+    must show its own file's size and number, never another's."""
+    m = fs.mountpoint
+    stop = threading.Event()
+    bad: list = []
+
+    def churn(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            p = m / f"churn{k}-{i % 7}"
+            size = 1 + (k * 1000 + i) % 5000
+            fd = os.open(p, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+            try:
+                os.pwrite(fd, b"c" * size, 0)
+                st = os.fstat(fd)
+                if st.st_size != size or os.stat(p).st_ino != st.st_ino:
+                    bad.append((p.name, size, st.st_size))
+            finally:
+                os.close(fd)
+            os.unlink(p)
+            i += 1
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")  # dentries and inodes: the kernel sends FORGETs
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not bad, bad[:5]
+
+
 def test_delay_does_not_stall_other_files_or_same_file_reads(fs):
     m = fs.mountpoint
     add(fs, methods=["read"], path="^db/", delay=fpb.DelayAction(fixed_us=500_000))

@@ -46,8 +46,11 @@ cdef class FaultGate:
         """Rules whose path pattern matches this node; cached per node until the epoch moves."""
         # One RE2 set match over every rule's pattern: the cost does not grow with the
         # number of rules.
+        # The epoch is read first: a rule change while the matcher runs (the GIL may go to
+        # the gRPC thread) then leaves the node stamped stale, never new and wrong.
+        cdef unsigned long long epoch = self.epoch
         node.matched = self.matcher(self.path_of(node))
-        node.match_epoch = self.epoch
+        node.match_epoch = epoch
         return node.matched
 
     cpdef object check(self, int method, Node node):

@@ -12,7 +12,7 @@ import errno
 import os
 import resource
 import stat
-from typing import Optional
+from typing import Callable, Optional
 
 import pyfuse3
 from pyfuse3 import FUSEError
@@ -49,8 +49,10 @@ class Handle:
 class InodeTable:
     """FUSE inode <-> backing inode bookkeeping, lookup counts and forget, in one place."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, before_close: Callable[[int], None] = lambda ino: None) -> None:
         st = os.fstat(root_fd)
+        # Told a node's number before its fd closes (the transport may be using the fd).
+        self.before_close = before_close
         self.root = Node()
         self.root.ino = pyfuse3.ROOT_INODE
         self.root.fd = root_fd
@@ -169,6 +171,7 @@ class InodeTable:
             if self.by_key.get((node.dev, node.bino)) is node:
                 del self.by_key[(node.dev, node.bino)]
             if node.fd >= 0:
+                self.before_close(ino)
                 os.close(node.fd)
                 node.fd = -1
                 self.open_fds -= 1

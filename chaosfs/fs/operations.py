@@ -140,7 +140,7 @@ class FsOperations(pyfuse3.Operations):
               cache: Optional[CacheConfig] = None) -> None:
         self.transport = transport
         self.root_fd = os.open(original, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.inodes = InodeTable(self.root_fd)
+        self.inodes = InodeTable(self.root_fd, before_close=transport.attrs_drop)
         self.cache = cache or CacheConfig()
         self.gate.path_of = self.inodes.path_of
         # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
@@ -182,11 +182,27 @@ class FsOperations(pyfuse3.Operations):
                 attr = 0.0
         return entry, attr
 
+    def _offer_attrs(self, node: Node, attr_timeout: float) -> None:
+        """Let a transport that answers hot requests answer this inode's GETATTR itself
+        while the rules stay as they are (the offer carries the epoch it was judged at)."""
+        t = self.transport
+        if node.fd < 0 or not t.answers_hot:
+            return
+        gate = self.gate
+        epoch = gate.epoch  # before the match: a change meanwhile makes the offer stale
+        if gate.active:
+            if node.match_epoch != epoch:
+                gate.match(node)
+            if node.match_epoch != epoch or any(r.touches(GETATTR_METHODS) for r in node.matched):
+                return
+        t.attrs_offer(node.ino, node.fd, attr_timeout, epoch)
+
     def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = node.ino
         e.generation = 0
         e.entry_timeout, e.attr_timeout = self._timeouts(node)
+        self._offer_attrs(node, e.attr_timeout)
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid

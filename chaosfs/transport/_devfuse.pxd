@@ -212,10 +212,18 @@ cdef extern from "devfuse_locks.h" nogil:
     void df_lk_release_fh(df_locks *t, uint64_t nodeid, uint64_t fh)
 
 
+cdef extern from "devfuse_attrs.h" nogil:
+    struct df_attrs:
+        size_t live
+    int df_attrs_offer(df_attrs *a, uint64_t ino, int fd, uint64_t valid_ns, uint64_t epoch)
+    void df_attrs_drop(df_attrs *a, uint64_t ino)
+    void df_attrs_free(df_attrs *a)
+
+
 cdef extern from "devfuse_core.h" nogil:
     enum:
         DF_MAX_WORKERS, DF_BUCKETS, DF_METHODS, DF_M_READ, DF_M_WRITE, DF_M_FSYNC, DF_M_FLUSH
-        DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW
+        DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW, DF_M_GETATTR
     struct df_msg:
         df_msg *next
         int fd
@@ -230,6 +238,7 @@ cdef extern from "devfuse_core.h" nogil:
         size_t bufsize
         int killpriv_v2
         const int *gate_active
+        const unsigned long long *gate_epoch
         unsigned long long *counts
         unsigned long long *errors
         unsigned long long *hist
@@ -237,6 +246,7 @@ cdef extern from "devfuse_core.h" nogil:
         unsigned char *issued
         df_gate gate
         df_locks locks
+        df_attrs attrs
         size_t nissued
         int efd
         int ended

@@ -52,6 +52,7 @@ cdef extern from "<sys/uio.h>" nogil:
 assert (_m.METHOD_ID["getlk"], _m.METHOD_ID["setlk"], _m.METHOD_ID["setlkw"]) == (DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW)
 assert _m.METHOD_ID["read"] == DF_M_READ and _m.METHOD_ID["write"] == DF_M_WRITE
 assert _m.METHOD_ID["fsync"] == DF_M_FSYNC and _m.METHOD_ID["flush"] == DF_M_FLUSH
+assert _m.METHOD_ID["getattr"] == DF_M_GETATTR
 
 MAX_WRITE = 1 << 20           # 1 MiB requests: max_pages 256
 HEADROOM = 4096               # request headers beyond the payload
@@ -267,6 +268,10 @@ cdef class DevFuseTransport:
         self.kills = {}
         self.waits = {}
 
+    def __dealloc__(self):
+        # Not in close(): a worker still blocked there (detached) may yet look a GETATTR up.
+        df_attrs_free(&self.s.attrs)
+
     # -- lifecycle (the daemon's calls) --
 
     def mount(self, ops, str mountpoint, options, *, bint killpriv_v2=True,
@@ -320,6 +325,7 @@ cdef class DevFuseTransport:
         self.s.bufsize = MAX_WRITE + HEADROOM
         self.s.killpriv_v2 = 1 if self.want_killpriv else 0
         self.s.gate_active = <const int *>&self.gate.active
+        self.s.gate_epoch = &self.gate.epoch
         self.s.counts = &self.gate.counts[0]
         self.s.errors = &self.gate.errors[0]
         self.s.injected = &self.gate.injected[0]
@@ -562,6 +568,20 @@ cdef class DevFuseTransport:
         memcpy(<char *>d + sizeof(fuse_dirent), PyBytes_AS_STRING(name), namelen)
         token.buf += one
         return True
+
+    def attrs_offer(self, uint64_t ino, int fd, double timeout, unsigned long long epoch):
+        # the workers answer this inode's GETATTR with fstat(fd) until the gate's epoch moves
+        if self.s.efd < 0:
+            return  # not serving (yet, or any more)
+        cdef uint64_t ns = <uint64_t>(timeout * 1e9) if timeout > 0 else 0
+        with nogil:
+            df_attrs_offer(&self.s.attrs, ino, fd, ns, epoch)
+
+    def attrs_drop(self, uint64_t ino):
+        if self.s.efd < 0:
+            return
+        with nogil:
+            df_attrs_drop(&self.s.attrs, ino)
 
     def take_kill(self, ino) -> bool:
         n = self.kills.get(ino, 0)

@@ -2,8 +2,9 @@
  * The /dev/fuse transport's worker threads: plain C, no Python, no GIL.
  *
  * Each worker blocks in read(2) on its own clone of the session fd (FUSE_DEV_IOC_CLONE), so
- * requests are spread over threads by the kernel. A worker answers READ, WRITE, FLUSH and
- * FSYNC itself when the file handle is one the daemon issued and either no fault rule
+ * requests are spread over threads by the kernel. A worker answers GETATTR for the inodes
+ * the file-system logic offered (devfuse_attrs.h), and READ, WRITE, FLUSH, FSYNC and the
+ * lock requests when the file handle is one the daemon issued and either no fault rule
  * exists (the gate's `active` flag, read without a lock: the control plane publishes a
  * complete rule table before it sets the flag) or the open's view (devfuse_gate.h) says
  * no rule touches the method or every rule that does is decided here; every other request
@@ -31,6 +32,7 @@
 #include <unistd.h>
 #include <linux/fuse.h>
 
+#include "devfuse_attrs.h"
 #include "devfuse_gate.h"
 #include "devfuse_locks.h"
 #include "setid.h"
@@ -42,6 +44,7 @@
 #define DF_M_WRITE 2
 #define DF_M_FSYNC 6
 #define DF_M_FLUSH 7
+#define DF_M_GETATTR 10
 #define DF_M_GETLK 15
 #define DF_M_SETLK 16
 #define DF_M_SETLKW 17
@@ -71,12 +74,14 @@ struct df_server {
     int killpriv_v2;
     /* the fault gate's view (FaultGate's own fields, kept alive by the Python side) */
     const int *gate_active;
+    const unsigned long long *gate_epoch;  /* moves on every rule change and rename */
     unsigned long long *counts, *errors, *hist;  /* hist: [DF_METHODS][DF_BUCKETS] */
     unsigned long long *injected;  /* the part of errors a rule injected (df_record_injected) */
     /* file handles the daemon issued (fh == backing fd): 1 file, 2 directory */
     unsigned char *issued;
     struct df_gate gate;           /* per-open views, consulted only while rules exist */
     struct df_locks locks;         /* POSIX locks on the backing files, per (inode, owner) */
+    struct df_attrs attrs;         /* inodes whose GETATTR is answered here */
     size_t nissued;
     /* to the trio thread */
     pthread_mutex_t qlock;
@@ -353,6 +358,19 @@ static int df_hot(struct df_server *s, int w, const struct df_in *in, struct df_
         df_record(s, DF_M_FSYNC, t0, err != 0);
         return 1;
     }
+    case FUSE_GETATTR: {
+        /* The offer says no rule touches this inode's getattr at the gate's current epoch
+         * (any epoch while no rule exists); a failed fstat goes up too, so the Python
+         * handler's error path (a directory's name dropped) stays the only one. */
+        struct fuse_attr_out *ao = (struct fuse_attr_out *)o->data;
+        uint64_t epoch = __atomic_load_n(s->gate_active, __ATOMIC_ACQUIRE)
+                         ? __atomic_load_n(s->gate_epoch, __ATOMIC_ACQUIRE) : 0;
+        if (df_attrs_getattr(&s->attrs, h->nodeid, epoch, ao) <= 0)
+            return 0;
+        o->send(o, h->unique, 0, ao, sizeof *ao);
+        df_record(s, DF_M_GETATTR, t0, 0);
+        return 1;
+    }
     case FUSE_GETLK:
     case FUSE_SETLK:
     case FUSE_SETLKW: {
@@ -473,6 +491,8 @@ static int df_init_server(struct df_server *s)
 {
     pthread_mutex_init(&s->qlock, NULL);
     df_locks_init(&s->locks);
+    if (df_attrs_init(&s->attrs) < 0)
+        return -1;
     s->qhead = s->qtail = NULL;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return s->efd < 0 ? -1 : 0;

@@ -84,3 +84,9 @@ class LibfuseTransport:
 
     def set_hot(self, fh: int, mask: int, rules: tuple[Any, ...] = ()) -> None:
         pass
+
+    def attrs_offer(self, ino: int, fd: int, timeout: float, epoch: int) -> None:
+        pass
+
+    def attrs_drop(self, ino: int) -> None:
+        pass
