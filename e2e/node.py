@@ -14,12 +14,14 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from control_plane import ControlPlane, ControlPlaneError, free_port, run
 
+ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = "cfse2e0"
 SUBNET = "10.213.77.0/24"
 GATEWAY = "10.213.77.1"
@@ -121,9 +123,25 @@ class Node(ControlPlane):
             ["ctr", "-a", str(self.containerd_sock), "version"], check=False).returncode == 0, 30)
 
     def import_image(self, archive: Path, name: str) -> None:
-        """Import an oci-archive and make sure it answers to `name` (what pod specs use)."""
-        out = self.ctr("images", "import", "--base-name", name.rsplit(":", 1)[0],
-                       "--index-name", name, str(archive))
+        """Import an oci-archive and make sure it answers to `name` (what pod specs use).
+        A refused import is retried once if the archive itself is whole (every blob there,
+        with its digest): then the fault was containerd's, and the error says so."""
+        args = ("images", "import", "--base-name", name.rsplit(":", 1)[0], "--index-name", name,
+                str(archive))
+        try:
+            out = self.ctr(*args)
+        except NodeError as first:
+            check = run([sys.executable, str(ROOT / "images" / "oci_archive.py"), str(archive)],
+                        check=False)
+            if check.returncode != 0:
+                raise NodeError(f"{first}; the archive is broken: {check.stdout.strip()} "
+                                f"(remove it and its .id to have images/build.sh save it again)") from None
+            try:
+                out = self.ctr(*args)
+            except NodeError as second:
+                raise NodeError(f"{second} (twice; the archive itself is whole)") from None
+            print(f"node: ctr import of {archive.name} failed once with a whole archive "
+                  f"({first}); the second try worked", file=sys.stderr, flush=True)
         if name not in self.ctr("images", "ls", "-q"):
             raise NodeError(f"imported {archive} but containerd has no image {name}: {out}")
 

@@ -135,8 +135,16 @@ for t in "${TARGETS[@]}"; do
         id=$(podman image inspect --format '{{.Id}}' "localhost/$t:$TAG")
         # saving the injector image takes a while: only when the image changed
         if [[ ! -s $EXPORT/$t.oci.tar || $(cat "$EXPORT/$t.id" 2>/dev/null) != "$id" ]]; then
-            rm -f "$EXPORT/$t.oci.tar"
-            podman save -q --format oci-archive -o "$EXPORT/$t.oci.tar.tmp" "localhost/$t:$TAG"
+            rm -f "$EXPORT/$t.oci.tar" "$EXPORT/$t.id"
+            # Checked before it replaces anything: an archive missing a blob would only show
+            # up later, as a `content digest ... not found` from the node's ctr import.
+            for try in 1 2; do
+                podman save -q --format oci-archive -o "$EXPORT/$t.oci.tar.tmp" "localhost/$t:$TAG"
+                bad=$("$ROOT/.venv/bin/python" "$ROOT/images/oci_archive.py" "$EXPORT/$t.oci.tar.tmp") && break
+                echo "images/build.sh: podman save of $t gave a broken archive (try $try): $bad" >&2
+                rm -f "$EXPORT/$t.oci.tar.tmp"
+                ((try < 2)) || exit 1
+            done
             mv "$EXPORT/$t.oci.tar.tmp" "$EXPORT/$t.oci.tar"
             echo "$id" > "$EXPORT/$t.id"
         fi
