@@ -418,7 +418,7 @@ class Durability:
         for t in rolled:
             self._rollback_file(t, opts, rng, rep)
         for e in reversed(self.journal):
-            if not self._durable(e):
+            if not self._durable(e) and not self._in_removed_dir(e):
                 try:
                     self._undo_entry(e, rep)
                 except OSError as err:
@@ -487,6 +487,20 @@ class Durability:
             rep.ops_dropped += not kept
             if op.kind == WRITE:
                 rep.bytes_dropped += op.length - (len(survivors[i]) if i in survivors else 0)
+
+    def _in_removed_dir(self, e: Entry) -> bool:
+        """Whether a directory the entry lives in stays removed: its own removal was durable
+        (undone entries are walked newest first, so one that is not was put back by now).
+        The entry then went with the directory, as on a disk: nothing to undo."""
+        for key in (e.parent, e.parent2) if e.kind == "rename" else (e.parent,):
+            fd = self.dirs.get(key)
+            if fd is not None:
+                try:
+                    if os.fstat(fd).st_nlink == 0:
+                        return True
+                except OSError:
+                    pass
+        return False
 
     def _dirfd(self, key: Key) -> int:
         fd = self.dirs.get(key)
