@@ -342,6 +342,54 @@ def test_attributes_never_come_from_another_inode_across_forgets(fs):
     assert not bad, bad[:5]
 
 
+def test_delay_rules_come_and_go_under_a_metadata_storm(fs):
+    """Metadata requests no rule can delay are served by the worker that read them
+    (-transport=cython); a delay rule published meanwhile must neither fail one of them
+    nor leave one stalled: each request sees the table before or after the change, whole."""
+    m = fs.mountpoint
+    for i in range(20):
+        (fs.original / f"storm{i}").write_bytes(b"s" * i)
+    stop = threading.Event()
+    errors: list = []
+    counts = [0, 0, 0]
+
+    def storm(k: int) -> None:
+        while not stop.is_set():
+            for i in range(20):
+                p = m / f"storm{i}"
+                try:
+                    if os.stat(p).st_size != i:
+                        errors.append(("size", p.name))
+                    os.close(os.open(p, os.O_RDONLY))
+                    os.listdir(m)
+                except OSError as e:
+                    errors.append((p.name, e.errno))
+                counts[k] += 1
+
+    threads = [threading.Thread(target=storm, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(15):
+            rid = add(fs, methods=["lookup", "open"], path="^delayed$", delay=fpb.DelayAction(fixed_us=20_000))
+            time.sleep(0.02)
+            fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[rid]))
+            time.sleep(0.02)
+        (fs.original / "delayed").write_bytes(b"d")
+        rid = add(fs, methods=["lookup"], path="^delayed$", delay=fpb.DelayAction(fixed_us=300_000))
+        t0 = time.monotonic()
+        os.stat(m / "delayed")
+        assert time.monotonic() - t0 >= 0.29  # the rule is in force while the storm goes on
+        fs.faults.RemoveRule(fpb.RemoveRuleRequest(ids=[rid]))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a storm thread is stuck"
+    assert not errors, errors[:5]
+    assert min(counts) > 0, counts
+
+
 def test_delay_does_not_stall_other_files_or_same_file_reads(fs):
     m = fs.mountpoint
     add(fs, methods=["read"], path="^db/", delay=fpb.DelayAction(fixed_us=500_000))

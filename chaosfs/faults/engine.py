@@ -6,6 +6,7 @@ in one step, so a request never sees half a change, and a bad request changes no
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -14,7 +15,7 @@ import threading
 import time
 from dataclasses import replace
 from contextvars import ContextVar
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import trio
 from pyfuse3 import FUSEError
@@ -254,6 +255,10 @@ class FaultEngine:
         # An armed power-loss model needs every write to reach its Python hooks: the gate
         # stays active (so the C workers consult their views) while it is held.
         self._held_active = False
+        # Taken around every publication of a rule table (before self._lock): a transport
+        # whose workers run handlers themselves (DevFuseTransport.handlers_lock) then never
+        # has one see a table change halfway, or meet a rule that would make it wait.
+        self.handlers_lock: Any = contextlib.nullcontext()
         gate.verdict_of = verdict_of
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
@@ -278,7 +283,7 @@ class FaultEngine:
 
     # writes: each takes a function that edits a copy of the table
     def change(self, edit: Callable[[dict[str, Rule]], object]) -> object:
-        with self._lock:
+        with self.handlers_lock, self._lock:
             table = dict(self._rules)
             result = edit(table)  # raises -> nothing changed
             before = self._rules
@@ -333,7 +338,7 @@ class FaultEngine:
 
     def hold_active(self, on: bool) -> None:
         """Keep the gate active without rules (power-loss tracking), or stop doing so."""
-        with self._lock:
+        with self.handlers_lock, self._lock:
             self._held_active = on
             self._publish(self._rules)
 

@@ -15,6 +15,9 @@ class DevFuseTransport:
     kernel_minor: int
     workers: int
     uring_live: bool   # requests come through FUSE over io_uring (-fuse-uring)
+    # held by whichever thread runs handler code (trio's, a worker serving a request
+    # itself, the control plane publishing rules: FaultEngine.handlers_lock)
+    handlers_lock: Any
     # lifecycle (the daemon's calls)
     def mount(self, ops: Any, mountpoint: str, options: Iterable[str], *, killpriv_v2: bool = True,
               passthrough_depth: int = 0, workers: int = 2, uring: str = "off") -> None: ...

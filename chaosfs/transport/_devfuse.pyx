@@ -10,6 +10,7 @@ import errno as E
 import logging
 import os
 import stat as S
+import threading
 import time
 
 import trio
@@ -207,17 +208,22 @@ _HOT_IDS = ((DF_HOT_READ, DF_M_READ), (DF_HOT_WRITE, DF_M_WRITE), (DF_HOT_FLUSH,
 _CORRUPT_MODE = {"zero": DF_CORRUPT_ZERO, "random": DF_CORRUPT_RANDOM, "bitflip": DF_CORRUPT_BITFLIP}
 
 
-cdef bint _inline(uint32_t op, FaultGate gate):
-    """Whether a request the workers passed up can be answered on the reading task itself:
-    no rule can make it wait (FaultGate.may_wait), and its handler awaits nothing else. A
-    task per request costs more than most handlers; pyfuse3's session loop, too, runs
-    handlers on the task that read them."""
-    if gate.may_wait:
+cdef inline bint _inline(uint32_t op, FaultGate gate):
+    """Whether a request the workers passed up can be answered without a task of its own:
+    no rule can make it wait (FaultGate.may_wait), and its handler awaits nothing else. It
+    is then served by the worker that read it (_py_take), or on the trio thread's reading
+    task. A task per request costs more than most handlers; pyfuse3's session loop, too,
+    runs handlers on the task that read them."""
+    return _never_waits(op, gate.may_wait, gate.active)
+
+
+cdef inline bint _never_waits(uint32_t op, bint may_wait, bint active) noexcept nogil:
+    if may_wait:
         return False
     if op == FUSE_GETATTR or op == FUSE739_STATX:
         # An injected error on a directory makes getattr drop its name through a thread,
         # which may need the kernel to get a reply first: never on the reading task.
-        return not gate.active
+        return not active
     return (op == FUSE_LOOKUP or op == FUSE_SETATTR or op == FUSE_OPEN or op == FUSE_CREATE
             or op == FUSE_READ or op == FUSE_WRITE or op == FUSE_FLUSH or op == FUSE_RELEASE
             or op == FUSE_OPENDIR or op == FUSE_READDIR or op == FUSE_READDIRPLUS
@@ -228,6 +234,37 @@ cdef bint _inline(uint32_t op, FaultGate gate):
             or op == FUSE_REMOVEXATTR)
     # Not: FSYNC, FSYNCDIR (a thread), RENAME (invalidates through a thread), locks (wait),
     # FALLOCATE/LSEEK/COPY_FILE_RANGE (rare; as they were), TMPFILE, INTERRUPT.
+
+
+cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
+    """A worker's offer of a request it could not answer in C (df_server.py_take): served
+    here, on the worker, if its handler cannot wait. That saves the trio thread's wake-up,
+    which costs more than most handlers on a virtual machine."""
+    if not _never_waits((<fuse_in_header *>m.data).opcode, s.gate_may_wait[0], s.gate_active[0]):
+        return 0
+    with gil:
+        return (<DevFuseTransport>s.py_owner)._take(m)
+
+
+class _HandlersLockInstrument(trio.abc.Instrument):
+    """Holds the transport's handlers lock while the trio thread runs tasks and lets it go
+    while trio waits for I/O: a handler on a worker then never interleaves with one on the
+    trio thread except where the latter awaits, as two trio tasks would. Never raises
+    (trio would drop the instrument)."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.held = False
+
+    def before_io_wait(self, timeout):
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+    def after_io_wait(self, timeout):
+        if not self.held:
+            self.lock.acquire()
+            self.held = True
 
 
 cdef bint _c_decidable(r):
@@ -259,6 +296,12 @@ cdef class DevFuseTransport:
     cdef bint uring_negotiated   # INIT asked for FUSE_OVER_IO_URING
     cdef public bint uring_live  # ring entries registered: requests come through the ring
     cdef str uring_why           # why not, for the log and describe()
+    # Held by whichever thread runs handler code: the trio thread (while it is not waiting
+    # for I/O), a worker serving a request itself (_take), and the control plane while it
+    # publishes a rule table (FaultEngine.handlers_lock), so no handler sees a rule change
+    # halfway and none on a worker meets a rule that would make it wait.
+    cdef public object handlers_lock
+    cdef bint taking             # workers may serve requests themselves (main() runs)
 
     def __cinit__(self):
         memset(&self.s, 0, sizeof(df_server))
@@ -267,6 +310,7 @@ cdef class DevFuseTransport:
         self.pt_offers = {}
         self.kills = {}
         self.waits = {}
+        self.handlers_lock = threading.RLock()
 
     def __dealloc__(self):
         # Not in close(): a worker still blocked there (detached) may yet look a GETATTR up.
@@ -427,9 +471,30 @@ cdef class DevFuseTransport:
 
     async def main(self, int max_tasks=128):
         """Serve until the session ends (unmount) or the caller is cancelled."""
-        cdef int rc
         # With the ring live, /dev/fuse only carries FORGET and INTERRUPT: one reader is plenty.
         cdef int nworkers = 1 if self.uring_live else self.workers
+        inst = _HandlersLockInstrument(self.handlers_lock)
+        self.handlers_lock.acquire()  # this thread is running: it holds the lock
+        inst.held = True
+        trio.lowlevel.add_instrument(inst)
+        self.s.gate_may_wait = <const int *>&self.gate.may_wait
+        self.s.py_owner = <void *>self
+        self.s.py_take = _py_take
+        self.taking = True
+        try:
+            await self._main(nworkers, max_tasks)
+        finally:
+            self.taking = False  # under the lock: no worker takes a request after this
+            try:
+                trio.lowlevel.remove_instrument(inst)
+            except KeyError:
+                pass  # trio dropped it already
+            if inst.held:
+                inst.held = False
+                self.handlers_lock.release()
+
+    async def _main(self, int nworkers, int max_tasks):
+        cdef int rc
         with nogil:
             rc = df_start(&self.s, nworkers)
         if rc < 0:
@@ -698,6 +763,51 @@ cdef class DevFuseTransport:
             items.append((one[i].nodeid, one[i].nlookup))
         await self.ops.forget(items)
 
+    cdef int _take(self, df_msg *m) noexcept:
+        """_py_take's part with the GIL: 1 if this worker served the request."""
+        cdef _Request r
+        lock = self.handlers_lock
+        lock.acquire()  # waits (without the GIL) while the trio thread runs tasks
+        try:
+            # Again under the lock, which a rule change takes too: what is true now stays
+            # true until the handler returns.
+            if not self.taking or not _inline((<fuse_in_header *>m.data).opcode, self.gate):
+                return 0
+            r = _wrap(m, self)  # owns m from here: answered below, whatever happens
+            self._serve_sync(r)
+            return 1
+        except BaseException:
+            log.exception("serving a request on a worker failed")
+            return 1
+        finally:
+            lock.release()
+
+    cdef _serve_sync(self, _Request r):
+        """_serve for a handler that cannot wait: its coroutine runs to the end at once."""
+        cdef int err = 0
+        coro = self._dispatch(r)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        except BaseException as e:
+            err = self._error_of(r, e)
+        else:  # it awaited something: impossible while no rule can make it wait (_inline)
+            coro.close()
+            log.error("opcode %d waited on a worker thread; answered EIO", r.h.opcode)
+            err = E.EIO
+        if err:
+            self._reply(r, err, NULL, 0)
+
+    cdef int _error_of(self, _Request r, e):
+        """The errno a handler's exception is answered with (a FUSEError's, made safe for
+        the opcode, or EIO for a bug)."""
+        if isinstance(e, FUSEError):
+            return _m.safe_errno(_METHOD_OF.get(r.h.opcode, -1), e.errno)
+        if isinstance(e, Exception):
+            log.error("opcode %d failed unexpectedly", r.h.opcode, exc_info=e)
+        return E.EIO
+
     async def _serve(self, _Request r, limit):
         """One request, in a task of its own (`limit`: the -workers semaphore it holds a
         slot of) or on the reading task (None)."""
@@ -707,14 +817,11 @@ cdef class DevFuseTransport:
         token = request_slot.set(slot)
         try:
             await self._dispatch(r)
-        except FUSEError as e:
-            err = _m.safe_errno(_METHOD_OF.get(r.h.opcode, -1), e.errno)
         except (trio.Cancelled, KeyboardInterrupt):
             err = E.EINTR
             raise
-        except Exception:
-            log.exception("opcode %d failed unexpectedly", r.h.opcode)
-            err = E.EIO
+        except Exception as e:
+            err = self._error_of(r, e)
         finally:
             request_slot.reset(token)
             if err:

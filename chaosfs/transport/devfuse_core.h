@@ -1,5 +1,5 @@
 /*
- * The /dev/fuse transport's worker threads: plain C, no Python, no GIL.
+ * The /dev/fuse transport's worker threads: plain C; Python only through py_take.
  *
  * Each worker blocks in read(2) on its own clone of the session fd (FUSE_DEV_IOC_CLONE), so
  * requests are spread over threads by the kernel. A worker answers GETATTR for the inodes
@@ -8,8 +8,8 @@
  * exists (the gate's `active` flag, read without a lock: the control plane publishes a
  * complete rule table before it sets the flag) or the open's view (devfuse_gate.h) says
  * no rule touches the method or every rule that does is decided here; every other request
- * is copied onto a queue that the trio thread drains (an eventfd wakes it) and answered
- * there by the Operations logic.
+ * is answered by the Operations logic: on the worker itself (py_take) when its handler
+ * cannot wait, else copied onto a queue that the trio thread drains (an eventfd wakes it).
  * A reply goes back on the fd its request came from: a clone only accepts replies to the
  * requests read from it.
  */
@@ -89,6 +89,13 @@ struct df_server {
     int efd;
     int ended;                     /* workers that saw the session end */
     int wbase;                     /* gate slot of worker 0 (the ring queue threads take 0..) */
+    /* A request for the Operations logic that the worker which read it may serve itself
+     * (with the GIL, under the transport's handlers lock) instead of waking the trio
+     * thread: py_take returns 1 if it took the message (and answered it), 0 to queue it.
+     * NULL: every such request is queued. */
+    int (*py_take)(struct df_server *s, struct df_msg *m);
+    void *py_owner;
+    const int *gate_may_wait;      /* FaultGate.may_wait: some rule can make a request wait */
     /* FUSE over io_uring (devfuse_uring.h): one queue per possible CPU, 0 when off */
     int nq;
     struct df_uq *uq;
@@ -474,6 +481,8 @@ static void *df_worker(void *p)
         m->replied = 0;
         m->len = (uint32_t)n;
         memcpy(m->data, buf, (size_t)n);
+        if (s->py_take && s->py_take(s, m))
+            continue;
         df_push(s, m);
     }
     free(buf);
