@@ -1,16 +1,18 @@
 """The file-system logic: every FUSE operation, in the Operations class both transports call.
 
 Names are resolved through the inode table's O_PATH handles and *at() calls (inodes.py).
-Each handler asks the fault gate first (self._fault*), then does the syscall. The hot ones
-(read/write/fsync/flush/release) come from ``chaosfs.fs._hot.HotPath`` or its pure-Python
-twin in ``chaosfs.fs.hot_python``; on the cython transport, C workers answer most of them
-before they reach Python (chaosfs/transport/devfuse_core.h). The transport is reached only
-through the Transport it is given (chaosfs/transport/__init__.py).
+Each handler asks the fault gate first (self._fault*), then does the syscall; handlers.py
+says how one fails and is counted. The hot ones (read/write/fsync/flush/release) come from
+``chaosfs.fs._hot.HotPath`` or its pure-Python twin in ``chaosfs.fs.hot_python``; on the
+cython transport, C workers answer most of them before they reach Python
+(chaosfs/transport/devfuse_core.h). What the transport may answer without this logic, and
+the walk that keeps it honest after a rule change, is offers.py; xattrs, locks and the
+/dev/fuse-only operations are extended.py. The transport is reached only through the
+Transport it is given (chaosfs/transport/__init__.py).
 """
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import stat
@@ -20,22 +22,16 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from chaosfs.faults._gate import FaultGate, Node, monotonic
+from chaosfs.faults._gate import FaultGate, Node
 from chaosfs.faults.engine import InjectedError
-from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS, METHOD_ID, safe_errno
+from chaosfs.faults.methods import ATTR_METHODS, DATA_METHODS
 from chaosfs.fs import _hot
-from chaosfs.fs.durability import FALLOCATE, TRUNCATE, WRITE, Durability
-from chaosfs.fs.inodes import IO_CACHED, IO_PASSTHROUGH, IO_UNCOUNTED, Handle, InodeTable, proc_path
+from chaosfs.fs.durability import TRUNCATE, Durability
+from chaosfs.fs.extended import ExtendedOps
+from chaosfs.fs.handlers import M, fuse_op, setattr_methods
+from chaosfs.fs.inodes import IO_CACHED, Handle, InodeTable, proc_path
+from chaosfs.fs.offers import GETATTR_METHODS, LOOKUP_METHODS, TransportOffers
 from chaosfs.transport import Transport
-
-GETATTR_METHODS = frozenset({METHOD_ID["getattr"]})
-# Transport.set_hot bits (devfuse_core.h's DF_HOT_*), by method id
-HOT_BITS = ((METHOD_ID["read"], 1), (METHOD_ID["write"], 2), (METHOD_ID["flush"], 4),
-            (METHOD_ID["fsync"], 8), (METHOD_ID["getlk"], 16), (METHOD_ID["setlk"], 16),
-            (METHOD_ID["setlkw"], 16))
-HOT_ALL = 31
-ARMED_BITS = 2 | 8  # write, fsync
-LOOKUP_METHODS = frozenset({METHOD_ID["lookup"]})
 
 log = logging.getLogger("chaosfs.fs")
 
@@ -45,70 +41,6 @@ AT_FDCWD = -100
 # by the kernel's own walk (a symlink never gets here), and our open goes through the
 # /proc magic link of the node's O_PATH handle, which O_NOFOLLOW would refuse (ELOOP).
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
-
-M = METHOD_ID
-# Asked by the kernel before a buffered write (file_remove_privs) until it marks the inode
-# S_NOSEC; again after each attribute refresh.
-CAPS = b"security.capability"
-
-
-def fuse_op(method: str, counted_as: Optional[Callable[..., tuple[int, ...]]] = None) -> Callable:
-    """Error mapping and stats for a cold-path handler. An exception other than FUSEError
-    escaping into pyfuse3 would end its main loop and kill the mount for everyone, and an
-    errno the kernel would misread (ENOSYS where it means "not implemented", 512 and up)
-    must never reach it. `counted_as(*args)`: the method ids the stats count the request
-    under, for setattr (one request, up to four 0.9 operations). An InjectedError (a fault's)
-    is counted apart from the rest (the backing file system's or chaosfs's own)."""
-    mid = M[method]
-    own = (mid,)
-
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        async def handler(self: "FsOperations", *args: Any) -> Any:
-            t0 = monotonic()
-            note = self.gate.note
-            ids = own if counted_as is None else counted_as(*args)
-            try:
-                result = await fn(self, *args)
-            except FUSEError as e:
-                injected = isinstance(e, InjectedError)
-                for i in ids:
-                    note(i, t0, True, injected)
-                err = safe_errno(mid, e.errno)
-                if err != e.errno:
-                    raise (InjectedError if injected else FUSEError)(err) from None
-                raise
-            except OSError as e:
-                for i in ids:
-                    note(i, t0, True)
-                raise FUSEError(safe_errno(mid, e.errno or errno.EIO)) from None
-            except (trio.Cancelled, KeyboardInterrupt):
-                raise
-            except Exception:
-                log.exception("%s failed unexpectedly", method)
-                for i in ids:
-                    note(i, t0, True)
-                raise FUSEError(errno.EIO) from None
-            for i in ids:
-                note(i, t0, False)
-            return result
-
-        return handler
-
-    return wrap
-
-
-def setattr_methods(inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> tuple[int, ...]:
-    ids = []
-    if fields.update_size:
-        ids.append(M["truncate"])
-    if fields.update_mode:
-        ids.append(M["chmod"])
-    if fields.update_uid or fields.update_gid:
-        ids.append(M["chown"])
-    if fields.update_atime or fields.update_mtime or not ids:
-        ids.append(M["utimens"])  # also a bare ctime update (chown -1 -1, touch of nothing)
-    return tuple(ids)
 
 
 class CacheConfig:
@@ -121,7 +53,7 @@ class CacheConfig:
         self.keep_cache = keep_cache
 
 
-class FsOperations(pyfuse3.Operations):
+class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
     """Every FUSE operation but the hot five; reads top to bottom in the order the kernel
     tends to call them. Mixed with a HotPath class by ``make_operations``."""
 
@@ -181,21 +113,6 @@ class FsOperations(pyfuse3.Operations):
             if not node.is_dir and self._rules_touch(node, GETATTR_METHODS):
                 attr = 0.0
         return entry, attr
-
-    def _offer_attrs(self, node: Node, attr_timeout: float) -> None:
-        """Let a transport that answers hot requests answer this inode's GETATTR itself
-        while the rules stay as they are (the offer carries the epoch it was judged at)."""
-        t = self.transport
-        if node.fd < 0 or not t.answers_hot:
-            return
-        gate = self.gate
-        epoch = gate.epoch  # before the match: a change meanwhile makes the offer stale
-        if gate.active:
-            if node.match_epoch != epoch:
-                gate.match(node)
-            if node.match_epoch != epoch or any(r.touches(GETATTR_METHODS) for r in node.matched):
-                return
-        t.attrs_offer(node.ino, node.fd, attr_timeout, epoch)
 
     def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
@@ -555,115 +472,6 @@ class FsOperations(pyfuse3.Operations):
         self._publish_hot(h)
         return fi
 
-    def _publish_hot_all(self) -> None:
-        if self.transport.answers_hot:
-            for h in list(self.handles.values()):
-                if not h.is_dir:
-                    self._publish_hot(h)
-
-    def _publish_hot(self, h: Handle) -> None:
-        """Tell the transport which hot requests of this open no rule can touch, and which
-        rules match its file (the cython transport applies those it can in C). Repeated
-        if a rule change (on a gRPC thread) published a new table meanwhile, so a stale
-        answer never outlives the change."""
-        if not self.transport.answers_hot:
-            return
-        gate, node = self.gate, h.node
-        while True:
-            epoch = gate.epoch
-            mask = 0
-            if gate.active:
-                if node.match_epoch != epoch:
-                    gate.match(node)
-                touched = 0  # a bit shared by several methods is free only if all are
-                for mid, bit in HOT_BITS:
-                    if any(r.applies(mid) for r in node.matched):
-                        touched |= bit
-                if self.durable is not None:
-                    touched |= ARMED_BITS  # the power-loss hooks see every write and fsync
-                mask = HOT_ALL & ~touched
-            self.transport.set_hot(h.fd, mask, node.matched if gate.active else ())
-            if gate.epoch == epoch:
-                return
-
-    def _passthrough(self, h: Handle) -> bool:
-        """Answer this open with FOPEN_PASSTHROUGH (-passthrough). The inode's backing file is
-        opened O_RDWR once and shared by all its passthrough opens (the kernel requires one
-        backing file per inode; the app's fd keeps its own access mode)."""
-        node = h.node
-        if node.pt_opens == 0:
-            if os.fstat(h.fd).st_mode & (stat.S_ISUID | stat.S_ISGID):
-                # Writes through the kernel would run with our credentials and keep the bits
-                # a writer without CAP_FSETID must clear; such files are served by us.
-                return False
-            try:
-                bfd = os.open(proc_path(h.fd), os.O_RDWR | os.O_CLOEXEC)
-            except OSError:
-                return False  # read-only file system, a running executable, not a file
-            try:
-                node.backing_id = self.transport.backing_open(bfd)
-            except OSError as e:
-                if not self.passthrough_warned:
-                    self.passthrough_warned = True
-                    log.warning("kernel passthrough refused for %s (%s): serving it ourselves",
-                                self.inodes.path_of(node) or "/", os.strerror(e.errno or 0))
-                return False
-            finally:
-                os.close(bfd)
-        try:
-            self.transport.offer_passthrough(h.fd, node.backing_id)
-        except RuntimeError:  # more opens in flight than the hook's table holds (-workers)
-            if node.pt_opens == 0:
-                self.transport.backing_close(node.backing_id)
-                node.backing_id = -1
-            return False
-        node.pt_opens += 1
-        h.io = IO_PASSTHROUGH
-        return True
-
-    def release_io(self, h: Handle) -> None:
-        node = h.node
-        if h.io == IO_CACHED:
-            node.cached_opens -= 1
-        elif h.io == IO_PASSTHROUGH:
-            node.pt_opens -= 1
-            if node.pt_opens == 0:
-                try:
-                    self.transport.backing_close(node.backing_id)
-                except OSError:
-                    log.warning("closing backing id %d failed", node.backing_id)
-                node.backing_id = -1
-        h.io = IO_UNCOUNTED
-
-    def rules_changed(self, changed: list[Any], added: list[Any]) -> dict[str, list[str]]:
-        """One walk over the known inodes after a rule change (on a gRPC thread, never the
-        FUSE loop's: the kernel may need a reply from us before it can drop its caches).
-
-        Every inode a changed rule matches loses the kernel's cached attributes, its name
-        (for lookup rules) and its pages (for read/write rules), so the next operation
-        reaches the daemon and the rule. Returns, per added read/write rule, the paths of
-        files open in kernel passthrough that it cannot reach until they are reopened."""
-        bypassed: dict[str, list[str]] = {}
-        data = any(r.touches(DATA_METHODS) for r in changed)
-        names = any(r.touches(LOOKUP_METHODS) for r in changed)
-        new_data = [r for r in added if r.touches(DATA_METHODS)] if self.passthrough else []
-        t = self.transport
-        for node in list(self.inodes.by_ino.values()):
-            if node.parent is None and node is not self.inodes.root:
-                continue  # forgotten meanwhile
-            path = self.inodes.path_of(node)
-            if not any(r.matches_path(path) for r in changed):
-                continue
-            t.invalidate_inode(node.ino, not data or node.is_dir)
-            if names and node.parent is not None:
-                t.invalidate_entry(node.parent.ino, node.name)
-            if node.pt_opens > 0:
-                for r in new_data:
-                    if r.matches_path(path):
-                        bypassed.setdefault(r.id, []).append(path)
-        self._publish_hot_all()
-        return bypassed
-
     @fuse_op("open")
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         kill = flags & os.O_TRUNC and self.transport.take_kill(inode)
@@ -706,96 +514,6 @@ class FsOperations(pyfuse3.Operations):
             self.durable.created((parent.dev, parent.bino), pfd, name, st)
         entry = self._entry(node, st)
         return self._file_info(fd, node, flags), entry
-
-    # ---- what only the /dev/fuse transport delivers (pyfuse3 has no handlers for these) --
-
-    @fuse_op("create")
-    async def tmpfile(self, parent_inode: int, mode: int, flags: int,
-                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        """open(dir, O_TMPFILE): an unnamed file in that directory (create rules on the
-        directory's path fire). linkat() later names it through LINK, as natively; O_EXCL
-        keeps it unlinkable."""
-        parent = self.inodes.get(parent_inode)
-        await self._fault("create", parent)
-        fd = os.open(proc_path(self.inodes.fd(parent)),
-                     (flags & ~(os.O_DIRECT | os.O_NOCTTY | os.O_CREAT)) | os.O_TMPFILE | os.O_CLOEXEC,
-                     mode & ~ctx.umask)
-        try:
-            st = self._own_new_file(fd, parent, ctx)
-            # The node's pin comes from the open itself: it has no name to be found by.
-            node = self.inodes.remember(parent, b"", st, os.open(proc_path(fd), os.O_PATH | os.O_CLOEXEC))
-        except BaseException:
-            os.close(fd)
-            raise
-        return self._file_info(fd, node, flags), self._entry(node, st)
-
-    @fuse_op("allocate")
-    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
-        h = self._handle(fh)
-        await self._fault("allocate", h.node)
-        if self.durable is not None:
-            self.armed_data(h.node, h.fd, FALLOCATE, offset, length, mode)
-        _hot.fallocate_fd(h.fd, mode, offset, length)
-
-    @fuse_op("lseek")
-    async def lseek(self, fh: int, offset: int, whence: int) -> int:
-        # SEEK_DATA/SEEK_HOLE as the backing file knows them; the fd's own position is
-        # never used for I/O (pread/pwrite), so moving it disturbs nothing.
-        h = self._handle(fh)
-        await self._fault("lseek", h.node)
-        return os.lseek(h.fd, offset, whence)
-
-    @fuse_op("copy_file_range")
-    async def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int,
-                              length: int, flags: int) -> int:
-        src, dst = self._handle(fh_in), self._handle(fh_out)
-        await self._fault("copy_file_range", dst.node)
-        if self.gate.active and (self._rules_touch(src.node, DATA_METHODS)
-                                 or self._rules_touch(dst.node, DATA_METHODS)):
-            # The kernel then copies with read and write requests, which the rules see in
-            # full (corrupt and short included).
-            raise FUSEError(errno.EOPNOTSUPP)
-        if self.durable is not None:
-            self.armed_data(dst.node, dst.fd, WRITE, off_out, length)
-        return os.copy_file_range(src.fd, dst.fd, length, off_in, off_out)
-
-    # ---- locks (the cython transport negotiates POSIX and BSD locks and holds them on the
-    # backing files: transport/devfuse_locks.h; its workers answer these when no rule
-    # touches them, so only matched requests and waits that must wait come here) ---------
-
-    @fuse_op("getlk")
-    async def getlk(self, fh: int, owner: int, typ: int, start: int, end: int,
-                    ctx: Any) -> tuple[int, int, int, int]:
-        h = self._handle(fh)
-        await self._fault("getlk", h.node)
-        return self.transport.lock_get(h.node.ino, owner, fh, typ, start, end)
-
-    @fuse_op("setlk")
-    async def setlk(self, fh: int, owner: int, typ: int, start: int, end: int, is_flock: bool,
-                    ctx: Any) -> None:
-        await self._setlk("setlk", fh, owner, typ, start, end, is_flock, False, ctx)
-
-    @fuse_op("setlkw")
-    async def setlkw(self, fh: int, owner: int, typ: int, start: int, end: int, is_flock: bool,
-                     ctx: Any) -> None:
-        await self._setlk("setlkw", fh, owner, typ, start, end, is_flock, True, ctx)
-
-    async def _setlk(self, method: str, fh: int, owner: int, typ: int, start: int, end: int,
-                     is_flock: bool, wait: bool, ctx: Any) -> None:
-        h = self._handle(fh)
-        await self._fault(method, h.node)
-        pause = 0.001
-        while True:
-            try:
-                self.transport.lock_set(h.node.ino, owner, ctx.pid, fh, typ, start, end, is_flock)
-                return
-            except OSError as e:
-                if not wait or e.errno != errno.EAGAIN:
-                    raise
-            # Waiting is polling on the trio thread: no thread sits blocked in fcntl, and
-            # the transport can cancel the wait when the kernel interrupts the request.
-            await trio.sleep(pause)
-            pause = min(pause * 2, 0.02)
 
     # ---- directories --------------------------------------------------------------------
 
@@ -851,55 +569,6 @@ class FsOperations(pyfuse3.Operations):
             if d.epoch != epoch:
                 raise InjectedError(errno.EIO)  # cut while syncing: the app must not count on it
             d.dir_synced((h.node.dev, h.node.bino), mark)
-
-    # ---- extended attributes ------------------------------------------------------------
-
-    def _xattr_path(self, node: Node) -> tuple[str, bool]:
-        # Not (parent, name): a symlink's remembered name may be a hard link removed since.
-        # The magic link of its O_PATH fd resolves to the symlink inode, not its target.
-        return proc_path(self.inodes.fd(node)), True
-
-    @fuse_op("setxattr")
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        self.no_caps.discard(inode)
-        node = self.inodes.get(inode)
-        await self._fault("setxattr", node)
-        path, follow = self._xattr_path(node)
-        os.setxattr(path, name, value, follow_symlinks=follow)
-
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        # The per-write capability probe, answered without the cold path while no rule exists.
-        if name == CAPS and not self.gate.active and inode in self.no_caps:
-            raise FUSEError(errno.ENODATA)
-        return await self._getxattr(inode, name, ctx)
-
-    @fuse_op("getxattr")
-    async def _getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        node = self.inodes.get(inode)
-        await self._fault("getxattr", node)
-        path, follow = self._xattr_path(node)
-        try:
-            return os.getxattr(path, name, follow_symlinks=follow)
-        except OSError as e:
-            if name == CAPS and e.errno == errno.ENODATA:
-                self.no_caps.add(inode)
-            raise
-
-    @fuse_op("listxattr")
-    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        node = self.inodes.get(inode)
-        await self._fault("listxattr", node)
-        path, follow = self._xattr_path(node)
-        return [os.fsencode(n) for n in os.listxattr(path, follow_symlinks=follow)]
-
-    @fuse_op("removexattr")
-    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        self.no_caps.discard(inode)
-        node = self.inodes.get(inode)
-        await self._fault("removexattr", node)
-        path, follow = self._xattr_path(node)
-        os.removexattr(path, name, follow_symlinks=follow)
-
 
 def make_operations(original: str, transport: Transport, *, hot: str = "cython",
                     cache: Optional[CacheConfig] = None, fsync_inline: bool = False,

@@ -2,9 +2,17 @@
 """The /dev/fuse transport (-transport=cython): chaosfs's own FUSE session, no libfuse.
 
 Mount and INIT happen here; C worker threads (devfuse_core.h) read requests and answer the
-hot ones without the GIL while no rule exists; everything else reaches the trio thread,
-where this module decodes the request, awaits the same Operations handler pyfuse3 would
-call, and encodes the reply. The file-system logic sees only the Transport methods below.
+hot ones without the GIL (GETATTR too, devfuse_attrs.h) where no rule needs Python; every
+other request is decoded (devfuse_decode.pxi), handed to the same Operations handler
+pyfuse3 would call, and its result encoded as the reply (devfuse_messages.pxi): on the
+worker that read it when its handler cannot wait, else on the trio thread. The file-system
+logic sees only the Transport methods below.
+
+    _devfuse.pyx            the transport: mount, INIT, the serving loop, the Transport
+                            interface, how a request is served and answered
+    devfuse_messages.pxi    request/reply encoding shared by every handler (included)
+    devfuse_decode.pxi      one decoder per opcode (included)
+    _devfuse.pxd            linux/fuse.h's structs and the C headers' API, declared once
 """
 import errno as E
 import logging
@@ -62,123 +70,7 @@ XATTR_CREATE, XATTR_REPLACE = 1, 2
 cdef size_t IN_HDR = sizeof(fuse_in_header)
 
 
-# ---- what the handlers receive ------------------------------------------------------------
-
-class RequestContext:
-    """What pyfuse3's RequestContext carries: the caller's ids and, for creates, its umask."""
-    __slots__ = ("uid", "gid", "pid", "umask")
-
-    def __init__(self, uid, gid, pid, umask=0):
-        self.uid, self.gid, self.pid, self.umask = uid, gid, pid, umask
-
-
-class SetattrAttrs:
-    __slots__ = ("st_mode", "st_uid", "st_gid", "st_size", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
-
-
-class SetattrFields:
-    __slots__ = ("update_atime", "update_mtime", "update_ctime", "update_mode", "update_uid",
-                 "update_gid", "update_size")
-
-
-cdef class DirBuffer:
-    """The READDIR(PLUS) reply being built: readdir_reply() appends while it fits."""
-    cdef bytearray buf
-    cdef size_t limit
-    cdef bint plus
-
-    def __cinit__(self, size_t limit, bint plus):
-        self.buf = bytearray()
-        self.limit = limit
-        self.plus = plus
-
-
-cdef inline uint64_t _sec(double t):
-    return <uint64_t>t if t > 0 else 0
-
-
-cdef inline uint32_t _nsec(double t):
-    return <uint32_t>((t - <uint64_t>t) * 1e9) if t > 0 else 0
-
-
-cdef void _fill_attr(fuse_attr *a, object e):
-    cdef long long at = e.st_atime_ns, mt = e.st_mtime_ns, ct = e.st_ctime_ns
-    a.ino = e.st_ino
-    a.size = e.st_size
-    a.blocks = e.st_blocks
-    a.atime = at // 1000000000
-    a.atimensec = at % 1000000000
-    a.mtime = mt // 1000000000
-    a.mtimensec = mt % 1000000000
-    a.ctime = ct // 1000000000
-    a.ctimensec = ct % 1000000000
-    a.mode = e.st_mode
-    a.nlink = e.st_nlink
-    a.uid = e.st_uid
-    a.gid = e.st_gid
-    a.rdev = e.st_rdev
-    a.blksize = e.st_blksize
-    a.flags = 0
-
-
-cdef void _fill_entry(fuse_entry_out *o, object e):
-    memset(o, 0, sizeof(fuse_entry_out))
-    o.nodeid = e.st_ino
-    o.generation = e.generation
-    o.entry_valid = _sec(e.entry_timeout)
-    o.entry_valid_nsec = _nsec(e.entry_timeout)
-    o.attr_valid = _sec(e.attr_timeout)
-    o.attr_valid_nsec = _nsec(e.attr_timeout)
-    _fill_attr(&o.attr, e)
-
-
-cdef bytes _entry_bytes(object e):
-    cdef fuse_entry_out o
-    _fill_entry(&o, e)
-    return PyBytes_FromStringAndSize(<char *>&o, sizeof(o))
-
-
-cdef bytes _cstr(const char *p, size_t avail):
-    """A NUL-terminated name inside the request (never past its end)."""
-    return PyBytes_FromStringAndSize(p, strnlen(p, avail))
-
-
-cdef class _Request:
-    """One request taken off the workers' queue; owns the copied bytes."""
-    cdef df_msg *m
-    cdef fuse_in_header *h
-    cdef char *arg
-    cdef size_t alen
-    cdef object owner   # the transport: a ring request's reply reaches into its server
-
-    def __dealloc__(self):
-        df_msg_free(self.m)  # a ring entry dropped unanswered still goes back (EIO)
-
-
-cdef _Request _wrap(df_msg *m, owner):
-    cdef _Request r = _Request.__new__(_Request)
-    r.m = m
-    r.owner = owner
-    r.h = <fuse_in_header *>m.data
-    r.arg = m.data + IN_HDR
-    r.alen = m.len - IN_HDR
-    return r
-
-
-cdef inline void _need(size_t have, size_t want) except *:
-    if have < want:
-        raise FUSEError(E.EINVAL)
-
-
-cdef uint32_t _open_flags(fi):
-    cdef uint32_t f = 0
-    if fi.direct_io:
-        f |= FOPEN_DIRECT_IO
-    if fi.keep_cache:
-        f |= FOPEN_KEEP_CACHE
-    if fi.nonseekable:
-        f |= FOPEN_NONSEEKABLE
-    return f
+include "devfuse_messages.pxi"
 
 
 def _possible_cpus() -> int:
@@ -737,7 +629,7 @@ cdef class DevFuseTransport:
                             c.choices[bi][n] = e
         df_view_publish(&self.s.gate, fh, v)
 
-    # -- serving one request on the trio thread --
+    # -- serving one request (a trio task, the reading task, or a worker: _take) --
 
     # Both paths: a write on the request's /dev/fuse fd, or its ring entry committed.
     cdef int _reply(self, _Request r, int err, const void *p, size_t n):
@@ -785,7 +677,7 @@ cdef class DevFuseTransport:
     cdef _serve_sync(self, _Request r):
         """_serve for a handler that cannot wait: its coroutine runs to the end at once."""
         cdef int err = 0
-        coro = self._dispatch(r)
+        coro = _dispatch(self, r)
         try:
             coro.send(None)
         except StopIteration:
@@ -816,7 +708,7 @@ cdef class DevFuseTransport:
         # the request's own slot: a fault delay gives it up, the reading task must not wait
         token = request_slot.set(slot)
         try:
-            await self._dispatch(r)
+            await _dispatch(self, r)
         except (trio.Cancelled, KeyboardInterrupt):
             err = E.EINTR
             raise
@@ -828,140 +720,6 @@ cdef class DevFuseTransport:
                 self._reply(r, err, NULL, 0)
             if slot.held:
                 limit.release()
-
-    async def _dispatch(self, _Request r):
-        cdef uint32_t op = r.h.opcode
-        cdef uint64_t ino = r.h.nodeid
-        cdef char *a = r.arg
-        cdef size_t n = r.alen
-        ops = self.ops
-        ctx = RequestContext(r.h.uid, r.h.gid, r.h.pid)
-        if op == FUSE_LOOKUP:
-            self._reply_bytes(r, _entry_bytes(await ops.lookup(ino, _cstr(a, n), ctx)))
-        elif op == FUSE_GETATTR:
-            await self._getattr(r, await ops.getattr(ino, ctx))
-        elif op == FUSE_SETATTR:
-            await self._setattr(r, ctx)
-        elif op == FUSE_OPEN:
-            await self._open(r, ctx)
-        elif op == FUSE_READ:
-            await self._read(r)
-        elif op == FUSE_WRITE:
-            await self._write(r)
-        elif op == FUSE_FLUSH:
-            _need(n, sizeof(fuse_flush_in))
-            df_lk_release_owner(&self.s.locks, ino, (<fuse_flush_in *>a).lock_owner)
-            await ops.flush((<fuse_flush_in *>a).fh)
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
-            _need(n, sizeof(fuse_fsync_in))
-            fh = (<fuse_fsync_in *>a).fh
-            datasync = bool((<fuse_fsync_in *>a).fsync_flags & FUSE_FSYNC_FDATASYNC)
-            await (ops.fsync(fh, datasync) if op == FUSE_FSYNC else ops.fsyncdir(fh, datasync))
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
-            _need(n, sizeof(fuse_release_in))
-            fh = (<fuse_release_in *>a).fh
-            df_set_issued(&self.s, fh, 0)  # before the fd number can be reused
-            if op == FUSE_RELEASE:
-                df_lk_release_fh(&self.s.locks, ino, fh)
-            self.pt_offers.pop(fh, None)
-            await (ops.release(fh) if op == FUSE_RELEASE else ops.releasedir(fh))
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_CREATE or op == FUSE_TMPFILE:
-            await self._create(r, ctx)
-        elif op == FUSE_OPENDIR:
-            _need(n, sizeof(fuse_open_in))
-            fh = await ops.opendir(ino, ctx)
-            df_set_issued(&self.s, fh, 2)
-            await self._send_open(r, fh, 0, None)
-        elif op == FUSE_READDIRPLUS or op == FUSE_READDIR:
-            await self._readdir(r, op == FUSE_READDIRPLUS)
-        elif op == FUSE_MKDIR:
-            _need(n, sizeof(fuse_mkdir_in))
-            ctx.umask = (<fuse_mkdir_in *>a).umask
-            name = _cstr(a + sizeof(fuse_mkdir_in), n - sizeof(fuse_mkdir_in))
-            self._reply_bytes(r, _entry_bytes(await ops.mkdir(ino, name, (<fuse_mkdir_in *>a).mode, ctx)))
-        elif op == FUSE_MKNOD:
-            _need(n, sizeof(fuse_mknod_in))
-            ctx.umask = (<fuse_mknod_in *>a).umask
-            name = _cstr(a + sizeof(fuse_mknod_in), n - sizeof(fuse_mknod_in))
-            self._reply_bytes(r, _entry_bytes(await ops.mknod(
-                ino, name, (<fuse_mknod_in *>a).mode, (<fuse_mknod_in *>a).rdev, ctx)))
-        elif op == FUSE_SYMLINK:
-            name = _cstr(a, n)
-            target = _cstr(a + len(name) + 1, n - len(name) - 1) if n > <size_t>(len(name) + 1) else b""
-            self._reply_bytes(r, _entry_bytes(await ops.symlink(ino, name, target, ctx)))
-        elif op == FUSE_LINK:
-            _need(n, sizeof(fuse_link_in))
-            name = _cstr(a + sizeof(fuse_link_in), n - sizeof(fuse_link_in))
-            self._reply_bytes(r, _entry_bytes(await ops.link((<fuse_link_in *>a).oldnodeid, ino, name, ctx)))
-        elif op == FUSE_UNLINK:
-            await ops.unlink(ino, _cstr(a, n), ctx)
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_RMDIR:
-            await ops.rmdir(ino, _cstr(a, n), ctx)
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_RENAME or op == FUSE_RENAME2:
-            await self._rename(r, ctx, op == FUSE_RENAME2)
-        elif op == FUSE_READLINK:
-            self._reply_bytes(r, await ops.readlink(ino, ctx))
-        elif op == FUSE_STATFS:
-            await self._statfs(r, await ops.statfs(ctx))
-        elif op == FUSE_SETXATTR:
-            await self._setxattr(r, ctx)
-        elif op == FUSE_GETXATTR or op == FUSE_LISTXATTR:
-            await self._getxattr(r, ctx, op == FUSE_LISTXATTR)
-        elif op == FUSE_REMOVEXATTR:
-            await ops.removexattr(ino, _cstr(a, n), ctx)
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_ACCESS:
-            _need(n, sizeof(fuse_access_in))
-            ok = await ops.access(ino, (<fuse_access_in *>a).mask, ctx)
-            self._reply(r, 0 if ok else E.EACCES, NULL, 0)
-        elif op == FUSE_FALLOCATE:
-            await self._fallocate(r)
-        elif op == FUSE_LSEEK:
-            await self._lseek(r)
-        elif op == FUSE_COPY_FILE_RANGE:
-            await self._copy_file_range(r)
-        elif op == FUSE739_STATX:
-            await self._statx(r, ctx)
-        elif op == FUSE_GETLK or op == FUSE_SETLK or op == FUSE_SETLKW:
-            await self._lock(r, op, ctx)
-        elif op == FUSE_DESTROY:
-            self._reply(r, 0, NULL, 0)
-        elif op == FUSE_NOTIFY_REPLY:
-            pass  # answers a NOTIFY_RETRIEVE we never send; it takes no reply
-        else:
-            # Not implemented (ioctl, poll, bmap): the kernel falls back exactly as it does
-            # under pyfuse3.
-            raise FUSEError(E.ENOSYS)
-
-    async def _lock(self, _Request r, uint32_t op, ctx):
-        _need(r.alen, sizeof(fuse_lk_in))
-        cdef fuse_lk_in *l = <fuse_lk_in *>r.arg
-        cdef fuse_lk_out o
-        is_flock = bool(l.lk_flags & FUSE_LK_FLOCK)
-        if op == FUSE_GETLK:
-            t, start, end, pid = await self.ops.getlk(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, ctx)
-            memset(&o, 0, sizeof(o))
-            o.lk.type, o.lk.start, o.lk.end, o.lk.pid = t, start, end, pid
-            self._reply(r, 0, &o, sizeof(o))
-            return
-        if op == FUSE_SETLK:
-            await self.ops.setlk(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, is_flock, ctx)
-        else:
-            unique = r.h.unique
-            with trio.CancelScope() as scope:  # FUSE_INTERRUPT cancels it (a signal)
-                self.waits[unique] = scope
-                try:
-                    await self.ops.setlkw(l.fh, l.owner, l.lk.type, l.lk.start, l.lk.end, is_flock, ctx)
-                finally:
-                    del self.waits[unique]
-            if scope.cancelled_caught:
-                raise FUSEError(E.EINTR)
-        self._reply(r, 0, NULL, 0)
 
     def lock_get(self, uint64_t ino, uint64_t owner, uint64_t fh, uint32_t typ, uint64_t start,
                  uint64_t end):
@@ -981,213 +739,5 @@ cdef class DevFuseTransport:
         if err:
             raise OSError(err, os.strerror(err))
 
-    async def _fallocate(self, _Request r):
-        _need(r.alen, sizeof(fuse_fallocate_in))
-        cdef fuse_fallocate_in *f = <fuse_fallocate_in *>r.arg
-        await self.ops.fallocate(f.fh, f.mode, f.offset, f.length)
-        self._reply(r, 0, NULL, 0)
 
-    async def _lseek(self, _Request r):
-        _need(r.alen, sizeof(fuse_lseek_in))
-        cdef fuse_lseek_in *i = <fuse_lseek_in *>r.arg
-        cdef fuse_lseek_out o
-        o.offset = await self.ops.lseek(i.fh, i.offset, i.whence)
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _copy_file_range(self, _Request r):
-        _need(r.alen, sizeof(fuse_copy_file_range_in))
-        cdef fuse_copy_file_range_in *c = <fuse_copy_file_range_in *>r.arg
-        cdef fuse_write_out o
-        o.size = await self.ops.copy_file_range(c.fh_in, c.off_in, c.fh_out, c.off_out, c.len, c.flags)
-        o.padding = 0
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _getattr(self, _Request r, e):
-        cdef fuse_attr_out o
-        memset(&o, 0, sizeof(o))
-        o.attr_valid = _sec(e.attr_timeout)
-        o.attr_valid_nsec = _nsec(e.attr_timeout)
-        _fill_attr(&o.attr, e)
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _statx(self, _Request r, ctx):
-        _need(r.alen, sizeof(fuse739_statx_in))
-        cdef fuse739_statx_in *i = <fuse739_statx_in *>r.arg
-        fh = i.fh if i.getattr_flags & 1 else None  # FUSE_GETATTR_FH
-        sx, timeout = await self.ops.statx(r.h.nodeid, fh, i.sx_flags, i.sx_mask, ctx)
-        cdef fuse739_statx_out o
-        memset(&o, 0, sizeof(o))
-        o.attr_valid = _sec(timeout)
-        o.attr_valid_nsec = _nsec(timeout)
-        (o.stat.mask, o.stat.blksize, o.stat.attributes, o.stat.nlink, o.stat.uid, o.stat.gid,
-         o.stat.mode, o.stat.ino, o.stat.size, o.stat.blocks, o.stat.attributes_mask) = sx[:11]
-        o.stat.atime.tv_sec, o.stat.atime.tv_nsec = sx[11], sx[12]
-        o.stat.btime.tv_sec, o.stat.btime.tv_nsec = sx[13], sx[14]
-        o.stat.ctime.tv_sec, o.stat.ctime.tv_nsec = sx[15], sx[16]
-        o.stat.mtime.tv_sec, o.stat.mtime.tv_nsec = sx[17], sx[18]
-        o.stat.rdev_major, o.stat.rdev_minor = sx[19], sx[20]
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _setattr(self, _Request r, ctx):
-        _need(r.alen, sizeof(fuse_setattr_in))
-        cdef fuse_setattr_in *s = <fuse_setattr_in *>r.arg
-        cdef uint32_t v = s.valid
-        attr, fields = SetattrAttrs(), SetattrFields()
-        now = time.time_ns()
-        fields.update_mode = bool(v & FATTR_MODE)
-        fields.update_uid = bool(v & FATTR_UID)
-        fields.update_gid = bool(v & FATTR_GID)
-        fields.update_size = bool(v & FATTR_SIZE)
-        fields.update_atime = bool(v & (FATTR_ATIME | FATTR_ATIME_NOW))
-        fields.update_mtime = bool(v & (FATTR_MTIME | FATTR_MTIME_NOW))
-        fields.update_ctime = bool(v & FATTR_CTIME)
-        attr.st_mode = s.mode
-        attr.st_uid = s.uid
-        attr.st_gid = s.gid
-        attr.st_size = s.size
-        attr.st_atime_ns = now if v & FATTR_ATIME_NOW else s.atime * 1000000000 + s.atimensec
-        attr.st_mtime_ns = now if v & FATTR_MTIME_NOW else s.mtime * 1000000000 + s.mtimensec
-        attr.st_ctime_ns = s.ctime * 1000000000 + s.ctimensec
-        fh = s.fh if v & FATTR_FH else None
-        if self.s.killpriv_v2 and (v & FATTR_KILL_SUIDGID) and (v & FATTR_SIZE):
-            self.kills[r.h.nodeid] = self.kills.get(r.h.nodeid, 0) + 1
-        await self._getattr(r, await self.ops.setattr(r.h.nodeid, attr, fields, fh, ctx))
-
-    async def _open(self, _Request r, ctx):
-        _need(r.alen, sizeof(fuse_open_in))
-        cdef fuse_open_in *o = <fuse_open_in *>r.arg
-        if self.s.killpriv_v2 and (o.flags & os.O_TRUNC) and (o.open_flags & FUSE_OPEN_KILL_SUIDGID):
-            self.kills[r.h.nodeid] = self.kills.get(r.h.nodeid, 0) + 1
-        fi = await self.ops.open(r.h.nodeid, o.flags, ctx)
-        df_set_issued(&self.s, fi.fh, 1)
-        await self._send_open(r, fi.fh, _open_flags(fi), None)
-
-    async def _create(self, _Request r, ctx):
-        _need(r.alen, sizeof(fuse_create_in))
-        cdef fuse_create_in *c = <fuse_create_in *>r.arg
-        ctx.umask = c.umask
-        if r.h.opcode == FUSE_TMPFILE:  # open(dir, O_TMPFILE): no name (the kernel sends "/")
-            fi, entry = await self.ops.tmpfile(r.h.nodeid, c.mode, c.flags, ctx)
-        else:
-            name = _cstr(r.arg + sizeof(fuse_create_in), r.alen - sizeof(fuse_create_in))
-            fi, entry = await self.ops.create(r.h.nodeid, name, c.mode, c.flags, ctx)
-        df_set_issued(&self.s, fi.fh, 1)
-        await self._send_open(r, fi.fh, _open_flags(fi), entry)
-
-    async def _send_open(self, _Request r, uint64_t fh, uint32_t flags, entry):
-        cdef fuse740_open_out o
-        o.fh = fh
-        o.open_flags = flags
-        o.backing_id = 0
-        bid = self.pt_offers.pop(fh, None)
-        if bid is not None:
-            o.open_flags |= FUSE740_FOPEN_PASSTHROUGH
-            o.backing_id = bid
-        cdef bytes body = PyBytes_FromStringAndSize(<char *>&o, sizeof(o))
-        if entry is not None:
-            body = _entry_bytes(entry) + body
-        if self._reply_bytes(r, body) == 1:
-            # The open was interrupted and the kernel forgot it: it will never release it.
-            df_set_issued(&self.s, fh, 0)
-            await (self.ops.releasedir(fh) if r.h.opcode == FUSE_OPENDIR else self.ops.release(fh))
-
-    async def _read(self, _Request r):
-        _need(r.alen, sizeof(fuse_read_in))
-        cdef fuse_read_in *i = <fuse_read_in *>r.arg
-        data = await self.ops.read(i.fh, i.offset, i.size)
-        self._reply_bytes(r, data)
-
-    async def _write(self, _Request r):
-        _need(r.alen, sizeof(fuse_write_in))
-        cdef fuse_write_in *w = <fuse_write_in *>r.arg
-        if r.alen < sizeof(fuse_write_in) + w.size:
-            raise FUSEError(E.EINVAL)
-        data = PyBytes_FromStringAndSize(r.arg + sizeof(fuse_write_in), w.size)
-        cdef fuse_write_out o
-        o.size = await self.ops.write(w.fh, w.offset, data)
-        o.padding = 0
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _readdir(self, _Request r, bint plus):
-        _need(r.alen, sizeof(fuse_read_in))
-        cdef fuse_read_in *i = <fuse_read_in *>r.arg
-        cdef DirBuffer token = DirBuffer(i.size, plus)
-        await self.ops.readdir(i.fh, i.offset, token)
-        self._reply_bytes(r, bytes(token.buf))
-
-    async def _rename(self, _Request r, ctx, bint two):
-        cdef size_t head = sizeof(fuse_rename2_in) if two else sizeof(fuse_rename_in)
-        _need(r.alen, head)
-        cdef uint64_t newdir = (<fuse_rename_in *>r.arg).newdir
-        cdef uint32_t flags = (<fuse_rename2_in *>r.arg).flags if two else 0
-        old = _cstr(r.arg + head, r.alen - head)
-        new = _cstr(r.arg + head + len(old) + 1, r.alen - head - len(old) - 1)
-        await self.ops.rename(r.h.nodeid, old, newdir, new, flags, ctx)
-        self._reply(r, 0, NULL, 0)
-
-    async def _statfs(self, _Request r, d):
-        cdef fuse_statfs_out o
-        memset(&o, 0, sizeof(o))
-        o.st.blocks = d.f_blocks
-        o.st.bfree = d.f_bfree
-        o.st.bavail = d.f_bavail
-        o.st.files = d.f_files
-        o.st.ffree = d.f_ffree
-        o.st.bsize = d.f_bsize
-        o.st.namelen = d.f_namemax
-        o.st.frsize = d.f_frsize
-        self._reply(r, 0, &o, sizeof(o))
-
-    async def _setxattr(self, _Request r, ctx):
-        # Without FUSE_SETXATTR_EXT (not negotiated) the kernel sends the 8-byte compat struct.
-        cdef size_t head = 8
-        _need(r.alen, head)
-        cdef fuse_setxattr_in *s = <fuse_setxattr_in *>r.arg
-        name = _cstr(r.arg + head, r.alen - head)
-        cdef size_t at = head + len(name) + 1
-        if at + s.size > r.alen:
-            raise FUSEError(E.EINVAL)
-        value = PyBytes_FromStringAndSize(r.arg + at, s.size)
-        # The handler has no flags argument: create/replace are checked first (as pyfuse3 does)
-        if s.flags & (XATTR_CREATE | XATTR_REPLACE):
-            try:
-                await self.ops.getxattr(r.h.nodeid, name, ctx)
-                exists = True
-            except FUSEError as e:
-                if e.errno != E.ENODATA:
-                    raise
-                exists = False
-            if exists and s.flags & XATTR_CREATE:
-                raise FUSEError(E.EEXIST)
-            if not exists and s.flags & XATTR_REPLACE:
-                raise FUSEError(E.ENODATA)
-        await self.ops.setxattr(r.h.nodeid, name, value, ctx)
-        self._reply(r, 0, NULL, 0)
-
-    async def _getxattr(self, _Request r, ctx, bint names):
-        _need(r.alen, sizeof(fuse_getxattr_in))
-        cdef uint32_t size = (<fuse_getxattr_in *>r.arg).size
-        if names:
-            data = b"".join(n + b"\0" for n in await self.ops.listxattr(r.h.nodeid, ctx))
-        else:
-            name = _cstr(r.arg + sizeof(fuse_getxattr_in), r.alen - sizeof(fuse_getxattr_in))
-            data = await self.ops.getxattr(r.h.nodeid, name, ctx)
-        cdef fuse_getxattr_out o
-        if size == 0:
-            o.size = len(data)
-            o.padding = 0
-            self._reply(r, 0, &o, sizeof(o))
-        elif len(data) > size:
-            raise FUSEError(E.ERANGE)
-        else:
-            self._reply_bytes(r, data)
-
-
-# The method an opcode's errors are judged under (safe_errno: ENOSYS where it would stick).
-_METHOD_OF = {FUSE_OPEN: _m.METHOD_ID["open"], FUSE_OPENDIR: _m.METHOD_ID["opendir"],
-              FUSE_CREATE: _m.METHOD_ID["create"], FUSE_FLUSH: _m.METHOD_ID["flush"],
-              FUSE_FSYNC: _m.METHOD_ID["fsync"], FUSE_FSYNCDIR: _m.METHOD_ID["fsyncdir"],
-              FUSE_ACCESS: _m.METHOD_ID["access"], FUSE_GETXATTR: _m.METHOD_ID["getxattr"],
-              FUSE_SETXATTR: _m.METHOD_ID["setxattr"], FUSE_LISTXATTR: _m.METHOD_ID["listxattr"],
-              FUSE_REMOVEXATTR: _m.METHOD_ID["removexattr"], FUSE_RENAME2: _m.METHOD_ID["rename"],
-              FUSE_FALLOCATE: _m.METHOD_ID["allocate"]}
+include "devfuse_decode.pxi"
