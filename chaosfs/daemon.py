@@ -190,8 +190,7 @@ def run(cfg: Config) -> int:
         passthrough=cfg.passthrough != "off", transport=transport)
     engine = FaultEngine(ops.gate, ops.rules_changed)
     engine.never_fire = transport.never_fire
-    if getattr(transport, "handlers_lock", None) is not None:
-        engine.handlers_lock = transport.handlers_lock
+    engine.handlers_lock = transport.handlers_lock
     power = PowerLoss(ops, engine, cfg.original, cfg.power_loss_dir)
     try:
         plane = ControlPlane(engine, cfg.host, cfg.port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,

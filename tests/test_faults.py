@@ -302,6 +302,28 @@ def test_getattr_rule_reaches_an_open_file_whose_attributes_were_served(fs):
         os.close(fd2)
 
 
+def test_getattr_rule_on_a_hard_link_reaches_the_inode_served_under_its_other_name(fs):
+    """A rule matches the path an inode was last looked up by: once it is reached through
+    a hard link the rule matches, its attributes must no longer be answered as they were
+    under the name the rule does not match."""
+    m = fs.mountpoint
+    os.link(fs.original / "other.txt", fs.original / "hardlink")
+    fd = os.open(m / "other.txt", os.O_RDWR)
+    try:
+        os.pwrite(fd, b"z", 0)
+        assert os.fstat(fd).st_size == len(b"other-data" * 400)  # offered as other.txt
+        add(fs, methods=["getattr"], path="^hardlink$", errno=fpb.ErrnoAction(code=5))
+        assert os.fstat(fd).st_size == len(b"other-data" * 400)  # the rule is not on other.txt
+        try:  # the inode is now known by this name (the lookup's attributes may do for stat)
+            os.stat(m / "hardlink")
+        except OSError as e:
+            assert e.errno == errno.EIO
+        os.pwrite(fd, b"z", 0)
+        assert errno_of(os.fstat, fd) == errno.EIO
+    finally:
+        os.close(fd)
+
+
 def test_attributes_never_come_from_another_inode_across_forgets(fs):
     """Inodes come and go (unlink, the kernel forgetting them) while their attributes are
     answered from fds the inode table closes and the kernel hands out again: every fstat

@@ -255,7 +255,7 @@ class FaultEngine:
         # An armed power-loss model needs every write to reach its Python hooks: the gate
         # stays active (so the C workers consult their views) while it is held.
         self._held_active = False
-        # Taken around every publication of a rule table (before self._lock): a transport
+        # Taken around every publication of a rule table (inside self._lock): a transport
         # whose workers run handlers themselves (DevFuseTransport.handlers_lock) then never
         # has one see a table change halfway, or meet a rule that would make it wait.
         self.handlers_lock: Any = contextlib.nullcontext()
@@ -283,7 +283,7 @@ class FaultEngine:
 
     # writes: each takes a function that edits a copy of the table
     def change(self, edit: Callable[[dict[str, Rule]], object]) -> object:
-        with self.handlers_lock, self._lock:
+        with self._lock:
             table = dict(self._rules)
             result = edit(table)  # raises -> nothing changed
             before = self._rules
@@ -316,29 +316,34 @@ class FaultEngine:
             return sorted(self._bypassed.pop(rule_id, []))
 
     def _publish(self, table: dict[str, Rule]) -> None:
+        """Swap the table in (under self._lock). The matcher is compiled first, outside
+        handlers_lock, which is held only for the swap itself."""
         g = self.gate
-        self._rules = table
         rules = tuple(table.values())
-        for r in rules:
-            if not r.slot:  # a rule new to the table: a fresh counter for the C workers
-                r.slot = next(self._slots)
-                g.reset_hits(r.slot)
+        idle = not rules and not self._held_active
+        matcher = build_matcher(() if idle else rules)
         waits = any(r.delay_us or r.jitter_us or r.block for r in rules)
-        if waits:
-            g.may_wait = True  # before any request can see the rule
-        if not rules and not self._held_active:
-            g.active = False  # first: the hot path stops looking before the table empties
-            g.matcher = build_matcher(())
-            g.epoch += 1
-        else:
-            g.matcher = build_matcher(rules)
-            g.epoch += 1
-            g.active = True
-        g.may_wait = waits
+        with self.handlers_lock:
+            self._rules = table
+            for r in rules:
+                if not r.slot:  # a rule new to the table: a fresh counter for the C workers
+                    r.slot = next(self._slots)
+                    g.reset_hits(r.slot)
+            if waits:
+                g.may_wait = True  # before any request can see the rule
+            if idle:
+                g.active = False  # first: the hot path stops looking before the table empties
+                g.matcher = matcher
+                g.epoch += 1
+            else:
+                g.matcher = matcher
+                g.epoch += 1
+                g.active = True
+            g.may_wait = waits
 
     def hold_active(self, on: bool) -> None:
         """Keep the gate active without rules (power-loss tracking), or stop doing so."""
-        with self.handlers_lock, self._lock:
+        with self._lock:
             self._held_active = on
             self._publish(self._rules)
 

@@ -105,8 +105,10 @@ class InodeTable:
             node.is_link = stat.S_ISLNK(st.st_mode)
             self.by_ino[node.ino] = node
             self.by_key[key] = node
-        node.parent = parent
-        node.name = name
+        if node.parent is not parent or node.name != name:
+            node.parent = parent
+            node.name = name
+            node.match_epoch = 0  # another path (a hard link): its rules are matched anew
         node.lookups += 1
         if fd >= 0:
             if node.fd < 0 and self.open_fds < self.max_pinned:

@@ -43,6 +43,9 @@ class TransportOffers:
             if node.match_epoch != epoch:
                 gate.match(node)
             if node.match_epoch != epoch or any(r.touches(GETATTR_METHODS) for r in node.matched):
+                # and withdraw an earlier offer: the inode may have been offered under
+                # another of its names (a hard link) at this same epoch
+                t.attrs_drop(node.ino)
                 return
         t.attrs_offer(node.ino, node.fd, attr_timeout, epoch)
 
@@ -139,18 +142,26 @@ class TransportOffers:
         names = any(r.touches(LOOKUP_METHODS) for r in changed)
         new_data = [r for r in added if r.touches(DATA_METHODS)] if self.passthrough else []
         t = self.transport
-        for node in list(self.inodes.by_ino.values()):
-            if node.parent is None and node is not self.inodes.root:
-                continue  # forgotten meanwhile
-            path = self.inodes.path_of(node)
-            if not any(r.matches_path(path) for r in changed):
-                continue
-            t.invalidate_inode(node.ino, not data or node.is_dir)
-            if names and node.parent is not None:
-                t.invalidate_entry(node.parent.ino, node.name)
-            if node.pt_opens > 0:
-                for r in new_data:
-                    if r.matches_path(path):
-                        bypassed.setdefault(r.id, []).append(path)
-        self._publish_hot_all()
+        stale: list[tuple[int, bool, Any, bytes]] = []
+        # The walk and the views under the handlers' lock (no handler moves a name or reuses
+        # an fd meanwhile, wherever it runs); the kernel notifications after it, as they may
+        # wait for replies that a handler has to give.
+        with t.handlers_lock:
+            for node in list(self.inodes.by_ino.values()):
+                if node.parent is None and node is not self.inodes.root:
+                    continue  # forgotten meanwhile
+                path = self.inodes.path_of(node)
+                if not any(r.matches_path(path) for r in changed):
+                    continue
+                stale.append((node.ino, node.is_dir,
+                              node.parent.ino if node.parent is not None else None, node.name))
+                if node.pt_opens > 0:
+                    for r in new_data:
+                        if r.matches_path(path):
+                            bypassed.setdefault(r.id, []).append(path)
+            self._publish_hot_all()
+        for ino, is_dir, parent_ino, name in stale:
+            t.invalidate_inode(ino, not data or is_dir)
+            if names and parent_ino is not None:
+                t.invalidate_entry(parent_ino, name)
         return bypassed

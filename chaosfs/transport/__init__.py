@@ -59,6 +59,11 @@ class Transport(Protocol):
     # getattr rule matched the inode then); attrs_drop(ino) comes before that fd is closed
     def attrs_offer(self, ino: int, fd: int, timeout: float, epoch: int) -> None: ...
     def attrs_drop(self, ino: int) -> None: ...
+    # a context manager held by whichever thread runs handler code (the transport's own,
+    # and the control plane's while it publishes rules); take it to read or change what
+    # handlers change (names, opens) from another thread, never while asking the kernel
+    # for something that may need a reply
+    handlers_lock: Any
 
 
 def make_transport(kind: str, *, hooks: bool = True) -> Any:

@@ -254,6 +254,8 @@ cdef extern from "devfuse_core.h" nogil:
         int (*py_take)(df_server *s, df_msg *m) noexcept nogil
         void *py_owner
         const int *gate_may_wait
+        int trio_busy
+        int detached
     int df_start(df_server *s, int nworkers)
     df_msg *df_take(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)

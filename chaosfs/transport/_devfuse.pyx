@@ -34,6 +34,18 @@ from chaosfs.faults import methods as _m
 from chaosfs.faults.engine import RequestSlot, request_slot
 from chaosfs.faults._gate cimport FaultGate
 
+cdef extern from *:
+    """
+    static inline int df_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void df_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    int df_load_int(int *p) noexcept nogil
+    void df_store_int(int *p, int v) noexcept nogil
+
+
+cdef inline void _store_take(df_server *s, int (*take)(df_server *, df_msg *) noexcept nogil) noexcept:
+    s.py_take = take  # an aligned pointer store; the workers load it with acquire
+
 log = logging.getLogger("chaosfs.devfuse")
 
 cdef extern from "<unistd.h>" nogil:
@@ -132,24 +144,27 @@ cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
     """A worker's offer of a request it could not answer in C (df_server.py_take): served
     here, on the worker, if its handler cannot wait. That saves the trio thread's wake-up,
     which costs more than most handlers on a virtual machine."""
-    if not _never_waits((<fuse_in_header *>m.data).opcode, s.gate_may_wait[0], s.gate_active[0]):
+    if (df_load_int(&s.trio_busy)
+            or not _never_waits((<fuse_in_header *>m.data).opcode, s.gate_may_wait[0], s.gate_active[0])):
         return 0
     with gil:
         return (<DevFuseTransport>s.py_owner)._take(m)
 
 
-class _HandlersLockInstrument(trio.abc.Instrument):
-    """Holds the transport's handlers lock while the trio thread runs tasks and lets it go
-    while trio waits for I/O: a handler on a worker then never interleaves with one on the
-    trio thread except where the latter awaits, as two trio tasks would. Never raises
-    (trio would drop the instrument)."""
-
-    def __init__(self, lock):
-        self.lock = lock
-        self.held = False
+cdef class _HandlersLockInstrument:
+    """A trio instrument: holds the transport's handlers lock while the trio thread runs
+    tasks and lets it go while trio waits for I/O, so a handler on a worker never
+    interleaves with one on the trio thread except where the latter awaits, as two trio
+    tasks would. It also tells the workers (trio_busy) when the trio thread is awake
+    anyway: they then queue to it rather than wait for the GIL. Never raises (trio would
+    drop the instrument)."""
+    cdef df_server *s
+    cdef object lock
+    cdef public bint held
 
     def before_io_wait(self, timeout):
         if self.held:
+            df_store_int(&self.s.trio_busy, 0)
             self.held = False
             self.lock.release()
 
@@ -157,6 +172,7 @@ class _HandlersLockInstrument(trio.abc.Instrument):
         if not self.held:
             self.lock.acquire()
             self.held = True
+            df_store_int(&self.s.trio_busy, 1)
 
 
 cdef bint _c_decidable(r):
@@ -205,8 +221,10 @@ cdef class DevFuseTransport:
         self.handlers_lock = threading.RLock()
 
     def __dealloc__(self):
-        # Not in close(): a worker still blocked there (detached) may yet look a GETATTR up.
-        df_attrs_free(&self.s.attrs)
+        # Not in close(), and not at all while a worker df_join gave up on may still run:
+        # it may yet look a GETATTR up (the process exit takes the table then).
+        if self.s.detached == 0:
+            df_attrs_free(&self.s.attrs)
 
     # -- lifecycle (the daemon's calls) --
 
@@ -365,18 +383,24 @@ cdef class DevFuseTransport:
         """Serve until the session ends (unmount) or the caller is cancelled."""
         # With the ring live, /dev/fuse only carries FORGET and INTERRUPT: one reader is plenty.
         cdef int nworkers = 1 if self.uring_live else self.workers
-        inst = _HandlersLockInstrument(self.handlers_lock)
-        self.handlers_lock.acquire()  # this thread is running: it holds the lock
-        inst.held = True
-        trio.lowlevel.add_instrument(inst)
+        cdef _HandlersLockInstrument inst = _HandlersLockInstrument.__new__(_HandlersLockInstrument)
+        inst.s = &self.s
+        inst.lock = self.handlers_lock
         self.s.gate_may_wait = <const int *>&self.gate.may_wait
         self.s.py_owner = <void *>self
-        self.s.py_take = _py_take
-        self.taking = True
         try:
+            self.handlers_lock.acquire()  # this thread is running: it holds the lock
+            inst.held = True
+            df_store_int(&self.s.trio_busy, 1)
+            trio.lowlevel.add_instrument(inst)
+            _store_take(&self.s, _py_take)
+            self.taking = True
             await self._main(nworkers, max_tasks)
         finally:
-            self.taking = False  # under the lock: no worker takes a request after this
+            # Under the lock: no worker takes a request after this, and none takes the GIL
+            # for one (a worker left running past close() must not, at interpreter exit).
+            self.taking = False
+            _store_take(&self.s, NULL)
             try:
                 trio.lowlevel.remove_instrument(inst)
             except KeyError:
@@ -657,9 +681,12 @@ cdef class DevFuseTransport:
 
     cdef int _take(self, df_msg *m) noexcept:
         """_py_take's part with the GIL: 1 if this worker served the request."""
-        cdef _Request r
+        cdef _Request r = None
         lock = self.handlers_lock
-        lock.acquire()  # waits (without the GIL) while the trio thread runs tasks
+        # Never waits for it: a worker blocked here could not serve the hot requests, and
+        # whoever holds it (the trio thread, a rule change) will drain the queue.
+        if not lock.acquire(False):
+            return 0
         try:
             # Again under the lock, which a rule change takes too: what is true now stays
             # true until the handler returns.
@@ -670,6 +697,10 @@ cdef class DevFuseTransport:
             return 1
         except BaseException:
             log.exception("serving a request on a worker failed")
+            if r is None:
+                return 0  # not yet wrapped: the queue gets it
+            if not r.m.replied:
+                self._reply(r, E.EIO, NULL, 0)
             return 1
         finally:
             lock.release()
@@ -677,6 +708,7 @@ cdef class DevFuseTransport:
     cdef _serve_sync(self, _Request r):
         """_serve for a handler that cannot wait: its coroutine runs to the end at once."""
         cdef int err = 0
+        token = request_slot.set(RequestSlot(None))  # as on the reading task
         coro = _dispatch(self, r)
         try:
             coro.send(None)
@@ -688,6 +720,7 @@ cdef class DevFuseTransport:
             coro.close()
             log.error("opcode %d waited on a worker thread; answered EIO", r.h.opcode)
             err = E.EIO
+        request_slot.reset(token)
         if err:
             self._reply(r, err, NULL, 0)
 

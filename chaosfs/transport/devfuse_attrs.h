@@ -51,7 +51,15 @@ static int df_attrs_init(struct df_attrs *a)
 {
     a->t = NULL;
     a->cap = a->used = a->live = 0;
-    return pthread_rwlock_init(&a->lock, NULL) ? -1 : 0;
+    /* Writers first: a storm of GETATTRs must not starve the handler (which holds the
+     * handlers' lock) that offers or drops an inode. */
+    pthread_rwlockattr_t at;
+    if (pthread_rwlockattr_init(&at))
+        return -1;
+    pthread_rwlockattr_setkind_np(&at, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&a->lock, &at) ? -1 : 0;
+    pthread_rwlockattr_destroy(&at);
+    return rc;
 }
 
 /* The slot holding `ino`, or NULL. Under either lock. */
@@ -96,6 +104,14 @@ static int df_attrs_offer(struct df_attrs *a, uint64_t ino, int fd, uint64_t val
                           uint64_t epoch)
 {
     if (ino == DF_ATTRS_EMPTY || ino == DF_ATTRS_GONE)
+        return 0;
+    /* Most offers repeat one already made (every lookup of a known name): a read lock
+     * tells, and the workers keep answering meanwhile. */
+    pthread_rwlock_rdlock(&a->lock);
+    const struct df_attr_ent *same = df_attrs_find(a, ino);
+    int known = same && same->fd == fd && same->valid_ns == valid_ns && same->epoch == epoch;
+    pthread_rwlock_unlock(&a->lock);
+    if (known)
         return 0;
     pthread_rwlock_wrlock(&a->lock);
     struct df_attr_ent *e = df_attrs_find(a, ino);

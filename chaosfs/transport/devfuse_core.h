@@ -96,6 +96,9 @@ struct df_server {
     int (*py_take)(struct df_server *s, struct df_msg *m);
     void *py_owner;
     const int *gate_may_wait;      /* FaultGate.may_wait: some rule can make a request wait */
+    int detached;                  /* workers df_join gave up on (still running) */
+    int trio_busy;                 /* the trio thread runs tasks (not waiting for I/O): it is
+                                    * awake anyway, so its queue costs no wake-up */
     /* FUSE over io_uring (devfuse_uring.h): one queue per possible CPU, 0 when off */
     int nq;
     struct df_uq *uq;
@@ -481,7 +484,8 @@ static void *df_worker(void *p)
         m->replied = 0;
         m->len = (uint32_t)n;
         memcpy(m->data, buf, (size_t)n);
-        if (s->py_take && s->py_take(s, m))
+        int (*take)(struct df_server *, struct df_msg *) = __atomic_load_n(&s->py_take, __ATOMIC_ACQUIRE);
+        if (take && take(s, m))
             continue;
         df_push(s, m);
     }
@@ -514,8 +518,10 @@ static void df_join(struct df_server *s, double seconds)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += (time_t)seconds;
     for (int i = 0; i < s->nworkers; i++) {
-        if (pthread_timedjoin_np(s->threads[i], NULL, &until) != 0)
+        if (pthread_timedjoin_np(s->threads[i], NULL, &until) != 0) {
             pthread_detach(s->threads[i]);  /* still blocked: the process exit takes it */
+            s->detached++;
+        }
         else if (i > 0)
             close(s->fds[i]);
     }

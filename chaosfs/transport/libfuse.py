@@ -2,6 +2,7 @@
 it (fuseconn.py, _fuseconn.c). Implements chaosfs.transport.Transport."""
 from __future__ import annotations
 
+import contextlib
 import errno
 from typing import Any
 
@@ -15,6 +16,8 @@ class LibfuseTransport:
 
     never_fire = NEVER_FIRE  # methods whose requests never reach the daemon
     answers_hot = False      # every request reaches the Python handlers
+    # handlers run on pyfuse3's trio thread only: nothing to exclude
+    handlers_lock = contextlib.nullcontext()
 
     def __init__(self, hooks: bool = True) -> None:
         self.hooks = hooks
