@@ -333,12 +333,10 @@ class FaultEngine:
                 g.may_wait = True  # before any request can see the rule
             if idle:
                 g.active = False  # first: the hot path stops looking before the table empties
-                g.matcher = matcher
-                g.epoch += 1
-            else:
-                g.matcher = matcher
-                g.epoch += 1
-                g.active = True
+            g.matcher = matcher
+            g.epoch += 1
+            if not idle:
+                g.active = True  # last: the hot path looks once the table is whole
             g.may_wait = waits
 
     def hold_active(self, on: bool) -> None:

@@ -39,14 +39,11 @@ class TransportOffers:
             return
         gate = self.gate
         epoch = gate.epoch  # before the match: a change meanwhile makes the offer stale
-        if gate.active:
-            if node.match_epoch != epoch:
-                gate.match(node)
-            if node.match_epoch != epoch or any(r.touches(GETATTR_METHODS) for r in node.matched):
-                # and withdraw an earlier offer: the inode may have been offered under
-                # another of its names (a hard link) at this same epoch
-                t.attrs_drop(node.ino)
-                return
+        if gate.active and (self._rules_touch(node, GETATTR_METHODS) or node.match_epoch != epoch):
+            # and withdraw an earlier offer: the inode may have been offered under another
+            # of its names (a hard link) at this same epoch
+            t.attrs_drop(node.ino)
+            return
         t.attrs_offer(node.ino, node.fd, attr_timeout, epoch)
 
     def _publish_hot_all(self) -> None:

@@ -43,10 +43,9 @@ cdef extern from *:
     void df_store_int(int *p, int v) noexcept nogil
 
 
-cdef inline void _store_take(df_server *s, int (*take)(df_server *, df_msg *) noexcept nogil) noexcept:
-    s.py_take = take  # an aligned pointer store; the workers load it with acquire
-
 log = logging.getLogger("chaosfs.devfuse")
+# The slot of every request served without a task (never changed: see RequestSlot).
+_NO_LIMIT = RequestSlot(None)
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t count)
@@ -393,14 +392,14 @@ cdef class DevFuseTransport:
             inst.held = True
             df_store_int(&self.s.trio_busy, 1)
             trio.lowlevel.add_instrument(inst)
-            _store_take(&self.s, _py_take)
+            self.s.py_take = _py_take  # an aligned pointer store; workers load it with acquire
             self.taking = True
             await self._main(nworkers, max_tasks)
         finally:
             # Under the lock: no worker takes a request after this, and none takes the GIL
             # for one (a worker left running past close() must not, at interpreter exit).
             self.taking = False
-            _store_take(&self.s, NULL)
+            self.s.py_take = NULL
             try:
                 trio.lowlevel.remove_instrument(inst)
             except KeyError:
@@ -708,7 +707,7 @@ cdef class DevFuseTransport:
     cdef _serve_sync(self, _Request r):
         """_serve for a handler that cannot wait: its coroutine runs to the end at once."""
         cdef int err = 0
-        token = request_slot.set(RequestSlot(None))  # as on the reading task
+        token = request_slot.set(_NO_LIMIT)  # as on the reading task
         coro = _dispatch(self, r)
         try:
             coro.send(None)
@@ -737,7 +736,7 @@ cdef class DevFuseTransport:
         """One request, in a task of its own (`limit`: the -workers semaphore it holds a
         slot of) or on the reading task (None)."""
         cdef int err = 0
-        slot = RequestSlot(limit)
+        slot = _NO_LIMIT if limit is None else RequestSlot(limit)
         # the request's own slot: a fault delay gives it up, the reading task must not wait
         token = request_slot.set(slot)
         try:
