@@ -252,6 +252,8 @@ cdef extern from "devfuse_core.h" nogil:
         int ended
         int nq
         int (*py_take)(df_server *s, df_msg *m) noexcept nogil
+        void (*py_exit)() noexcept nogil
+        int py_keep
         void *py_owner
         const int *gate_may_wait
         int trio_busy

@@ -38,9 +38,34 @@ cdef extern from *:
     """
     static inline int df_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void df_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+    /* A worker's Python thread state, made on its first py_take and kept until it ends.
+     * `with gil` on a thread without one builds one (with its 16 KiB frame stack, an mmap)
+     * and tears it down on the way out (a munmap: a TLB shoot-down to every CPU this
+     * process runs on, dear on a VM): per request, that was most of a metadata handler. */
+    static __thread PyThreadState *df_py_tstate;
+
+    static inline void df_py_keep_tstate(void)
+    {
+        if (!df_py_tstate) {
+            PyGILState_Ensure();                /* the state, with the GIL */
+            df_py_tstate = PyEval_SaveThread(); /* the GIL goes, the state stays */
+        }
+    }
+
+    static void df_py_drop_tstate(void)
+    {
+        if (df_py_tstate) {
+            PyEval_RestoreThread(df_py_tstate);
+            df_py_tstate = NULL;
+            PyGILState_Release(PyGILState_UNLOCKED);  /* the last hold: the state goes */
+        }
+    }
     """
     int df_load_int(int *p) noexcept nogil
     void df_store_int(int *p, int v) noexcept nogil
+    void df_py_keep_tstate() noexcept nogil
+    void df_py_drop_tstate() noexcept nogil
 
 
 log = logging.getLogger("chaosfs.devfuse")
@@ -146,6 +171,7 @@ cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
     if (df_load_int(&s.trio_busy)
             or not _never_waits((<fuse_in_header *>m.data).opcode, s.gate_may_wait[0], s.gate_active[0])):
         return 0
+    df_py_keep_tstate()
     with gil:
         return (<DevFuseTransport>s.py_owner)._take(m)
 
@@ -218,6 +244,8 @@ cdef class DevFuseTransport:
         self.kills = {}
         self.waits = {}
         self.handlers_lock = threading.RLock()
+        self.s.py_exit = df_py_drop_tstate
+        self.s.py_keep = 1
 
     def __dealloc__(self):
         # Not in close(), and not at all while a worker df_join gave up on may still run:
@@ -465,6 +493,7 @@ cdef class DevFuseTransport:
         with nogil:
             df_join(&self.s, 2.0)
             df_uring_stop(&self.s, 1.0)
+        df_store_int(&self.s.py_keep, 0)  # a worker still running keeps its thread state
         if self.s.dev >= 0:
             close(self.s.dev)
             self.s.dev = -1

@@ -94,6 +94,11 @@ struct df_server {
      * thread: py_take returns 1 if it took the message (and answered it), 0 to queue it.
      * NULL: every such request is queued. */
     int (*py_take)(struct df_server *s, struct df_msg *m);
+    /* A worker's last call as it ends: lets go of the Python thread state py_take made it
+     * keep, while py_keep says the interpreter is still there (close() clears it once the
+     * joins are done: a worker df_join gave up on leaves its state to the process exit). */
+    void (*py_exit)(void);
+    int py_keep;
     void *py_owner;
     const int *gate_may_wait;      /* FaultGate.may_wait: some rule can make a request wait */
     int detached;                  /* workers df_join gave up on (still running) */
@@ -491,6 +496,9 @@ static void *df_worker(void *p)
     }
     free(buf);
     free(out);
+    void (*py_exit)(void) = __atomic_load_n(&s->py_exit, __ATOMIC_ACQUIRE);
+    if (py_exit && __atomic_load_n(&s->py_keep, __ATOMIC_ACQUIRE))
+        py_exit();
     /* An empty message says "this worker is gone" (len 0). */
     struct df_msg *m = calloc(1, sizeof *m);
     if (m) {

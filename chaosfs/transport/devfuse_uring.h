@@ -283,7 +283,14 @@ static int df_ring_send(struct df_out *o, uint64_t unique, int err, const void *
     return 0;
 }
 
-/* One request arrived in `ent`: answer it here, or queue it to the trio thread. */
+/* The queue this thread serves (NULL on other threads), and whether the request it handed
+ * to py_take was answered: a reply on the queue's own thread goes straight into the entry,
+ * and df_uq_serve commits it, no eventfd round. */
+static __thread struct df_uq *df_uq_self;
+static __thread int df_uq_self_replied;
+
+/* One request arrived in `ent`: answer it here (in C, or in Python through py_take), or
+ * queue it to the trio thread. */
 static void df_uq_serve(struct df_uq *q, struct df_ring_ent *ent)
 {
     struct df_server *s = q->s;
@@ -314,6 +321,13 @@ static void df_uq_serve(struct df_uq *q, struct df_ring_ent *ent)
             memcpy(m->data, h, sizeof *h);
             memcpy(m->data + sizeof *h, ent->hdr->op_in, alen);
             memcpy(m->data + sizeof *h + alen, ent->payload, psz);
+            int (*take)(struct df_server *, struct df_msg *) = __atomic_load_n(&s->py_take, __ATOMIC_ACQUIRE);
+            df_uq_self_replied = 0;
+            if (take && take(s, m)) {     /* it owned m and freed it */
+                if (!df_uq_self_replied)  /* cannot happen: take answers what it takes */
+                    df_ring_fill_reply(ent, h->unique, EIO, NULL, 0);
+                goto commit;
+            }
             q->held++;
             /* Keep entries free for the hot requests while slow ones (a fault delay) wait
              * in Python: registering one more is cheap (its pages are only touched when
@@ -325,6 +339,7 @@ static void df_uq_serve(struct df_uq *q, struct df_ring_ent *ent)
         }
         df_ring_fill_reply(ent, h->unique, ENOMEM, NULL, 0);
     }
+commit:;
     struct io_uring_sqe *e = df_ring_sqe(&q->r);
     if (e)
         df_ring_fill_cmd(e, ent, DF_URING_CMD_COMMIT_AND_FETCH);
@@ -378,6 +393,7 @@ static void *df_uq_main(void *p)
     /* Best effort: the kernel picks the queue by the caller's CPU, so its server thread
      * belongs there (an offline CPU's queue just never gets requests). */
     (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    df_uq_self = q;
     q->err = df_uq_setup(q);
     sem_post(&q->ready);
     if (q->err)
@@ -409,7 +425,9 @@ static void *df_uq_main(void *p)
         if (stop)
             break;
     }
-    (void)s;
+    void (*py_exit)(void) = __atomic_load_n(&s->py_exit, __ATOMIC_ACQUIRE);
+    if (py_exit && __atomic_load_n(&s->py_keep, __ATOMIC_ACQUIRE))
+        py_exit();
     return NULL;
 }
 
@@ -425,6 +443,11 @@ static int df_msg_reply(struct df_msg *m, int err, const void *p, size_t n)
     m->replied = 1;
     struct df_ring_ent *ent = m->ent;
     struct df_uq *q = ent->q;
+    if (q == df_uq_self) {  /* served on the queue's own thread: df_uq_serve commits it */
+        df_ring_fill_reply(ent, unique, err, p, n);
+        df_uq_self_replied = 1;
+        return 0;
+    }
     pthread_mutex_lock(&q->lock);
     if (q->stopped) {  /* the queue thread is gone; the kernel ended the request */
         pthread_mutex_unlock(&q->lock);
