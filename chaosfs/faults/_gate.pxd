@@ -30,12 +30,13 @@ cdef class Node:
 
 cdef class FaultGate:
     # `active` is the one test the no-rule path pays. Rule sets are immutable snapshots
-    # swapped in by the control plane; `epoch` invalidates every Node's match cache.
-    cdef public bint active
+    # swapped in by the control plane; `epoch` invalidates every Node's match cache. The three
+    # flags are read by C workers: set them through set_active/set_may_wait/next_epoch.
+    cdef readonly bint active
     # Some rule can make a request wait (a delay, a blocking power cut): while it is off the
     # cython transport answers cold requests on its reading task, without a task each.
-    cdef public bint may_wait
-    cdef public unsigned long long epoch
+    cdef readonly bint may_wait
+    cdef readonly unsigned long long epoch
     cdef public object path_of
     cdef public object verdict_of
     cdef public object path_check

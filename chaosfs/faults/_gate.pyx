@@ -11,6 +11,18 @@ cdef extern from *:
     """
     unsigned long long __atomic_load_relaxed(unsigned long long *p) nogil
 
+cdef extern from *:
+    """
+    /* The workers load active, may_wait and epoch with acquire: these stores pair with
+     * them, so what was published before a flag moved is seen once the flag is (ARM
+     * reorders plain stores; x86 does not). */
+    static inline void gate_store_flag(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void gate_next_epoch(unsigned long long *p)
+    { __atomic_store_n(p, *p + 1, __ATOMIC_RELEASE); }
+    """
+    void gate_store_flag(int *p, int v) nogil
+    void gate_next_epoch(unsigned long long *p) nogil
+
 
 cdef double now_s() noexcept nogil:
     cdef timespec ts
@@ -41,6 +53,16 @@ cdef class FaultGate:
         self.active = False
         self.epoch = 1
         self.timing = True
+
+    def set_active(self, bint on):
+        gate_store_flag(<int *>&self.active, on)
+
+    def set_may_wait(self, bint on):
+        gate_store_flag(<int *>&self.may_wait, on)
+
+    def next_epoch(self):
+        """Every node's cached match is stale from here (a rule change, a rename)."""
+        gate_next_epoch(&self.epoch)
 
     cpdef tuple match(self, Node node):
         """Rules whose path pattern matches this node; cached per node until the epoch moves."""

@@ -330,14 +330,14 @@ class FaultEngine:
                     r.slot = next(self._slots)
                     g.reset_hits(r.slot)
             if waits:
-                g.may_wait = True  # before any request can see the rule
+                g.set_may_wait(True)  # before any request can see the rule
             if idle:
-                g.active = False  # first: the hot path stops looking before the table empties
+                g.set_active(False)  # first: the hot path stops looking before the table empties
             g.matcher = matcher
-            g.epoch += 1
+            g.next_epoch()
             if not idle:
-                g.active = True  # last: the hot path looks once the table is whole
-            g.may_wait = waits
+                g.set_active(True)  # last: the hot path looks once the table is whole
+            g.set_may_wait(waits)
 
     def hold_active(self, on: bool) -> None:
         """Keep the gate active without rules (power-loss tracking), or stop doing so."""

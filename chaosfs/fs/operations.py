@@ -427,7 +427,7 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
         if other is not None and flags & pyfuse3.RENAME_EXCHANGE:
             other.parent, other.name = pold, name_old
         # Cached rule matches of everything below the moved name are now wrong.
-        self.gate.epoch += 1
+        self.gate.next_epoch()
         if self.gate.active:
             self._publish_hot_all()
         if moved is not None and self.gate.active and self._rules_touch(moved, DATA_METHODS):

@@ -107,7 +107,7 @@ class PowerLoss:
             node, parent = inodes.by_key.get(key), inodes.by_key.get(pkey)
             if node is not None and parent is not None:
                 node.parent, node.name = parent, name
-        self.ops.gate.epoch += 1
+        self.ops.gate.next_epoch()
         entries = [(inodes.by_key[p].ino, n) for p, n in rep.slots if p in inodes.by_key]
         return rep, [n.ino for n in list(inodes.by_ino.values())], entries
 

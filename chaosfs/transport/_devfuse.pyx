@@ -169,7 +169,8 @@ cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
     here, on the worker, if its handler cannot wait. That saves the trio thread's wake-up,
     which costs more than most handlers on a virtual machine."""
     if (df_load_int(&s.trio_busy)
-            or not _never_waits((<fuse_in_header *>m.data).opcode, s.gate_may_wait[0], s.gate_active[0])):
+            or not _never_waits((<fuse_in_header *>m.data).opcode, df_load_int(<int *>s.gate_may_wait),
+                                df_load_int(<int *>s.gate_active))):
         return 0
     df_py_keep_tstate()
     with gil:

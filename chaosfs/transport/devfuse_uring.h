@@ -283,10 +283,11 @@ static int df_ring_send(struct df_out *o, uint64_t unique, int err, const void *
     return 0;
 }
 
-/* The queue this thread serves (NULL on other threads), and whether the request it handed
- * to py_take was answered: a reply on the queue's own thread goes straight into the entry,
- * and df_uq_serve commits it, no eventfd round. */
-static __thread struct df_uq *df_uq_self;
+/* The entry whose request this queue thread has handed to py_take (NULL otherwise), and
+ * whether it was answered: that reply goes straight into the entry and df_uq_serve commits
+ * it, no eventfd round. Any other reply (even one a handler here gives another request)
+ * takes the trio thread's way. */
+static __thread struct df_ring_ent *df_uq_taking;
 static __thread int df_uq_self_replied;
 
 /* One request arrived in `ent`: answer it here (in C, or in Python through py_take), or
@@ -323,7 +324,10 @@ static void df_uq_serve(struct df_uq *q, struct df_ring_ent *ent)
             memcpy(m->data + sizeof *h + alen, ent->payload, psz);
             int (*take)(struct df_server *, struct df_msg *) = __atomic_load_n(&s->py_take, __ATOMIC_ACQUIRE);
             df_uq_self_replied = 0;
-            if (take && take(s, m)) {     /* it owned m and freed it */
+            df_uq_taking = ent;
+            int took = take && take(s, m);
+            df_uq_taking = NULL;
+            if (took) {                   /* it owned m and freed it */
                 if (!df_uq_self_replied)  /* cannot happen: take answers what it takes */
                     df_ring_fill_reply(ent, h->unique, EIO, NULL, 0);
                 goto commit;
@@ -393,7 +397,6 @@ static void *df_uq_main(void *p)
     /* Best effort: the kernel picks the queue by the caller's CPU, so its server thread
      * belongs there (an offline CPU's queue just never gets requests). */
     (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-    df_uq_self = q;
     q->err = df_uq_setup(q);
     sem_post(&q->ready);
     if (q->err)
@@ -443,7 +446,7 @@ static int df_msg_reply(struct df_msg *m, int err, const void *p, size_t n)
     m->replied = 1;
     struct df_ring_ent *ent = m->ent;
     struct df_uq *q = ent->q;
-    if (q == df_uq_self) {  /* served on the queue's own thread: df_uq_serve commits it */
+    if (ent == df_uq_taking) {  /* served on its queue's thread: df_uq_serve commits it */
         df_ring_fill_reply(ent, unique, err, p, n);
         df_uq_self_replied = 1;
         return 0;
