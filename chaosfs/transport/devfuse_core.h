@@ -446,6 +446,14 @@ static struct df_msg *df_take(struct df_server *s)
     return m;
 }
 
+/* A serving thread's last call (a worker's, a ring queue's). */
+static void df_py_exit(struct df_server *s)
+{
+    void (*py_exit)(void) = __atomic_load_n(&s->py_exit, __ATOMIC_ACQUIRE);
+    if (py_exit && __atomic_load_n(&s->py_keep, __ATOMIC_ACQUIRE))
+        py_exit();
+}
+
 struct df_worker_arg {
     struct df_server *s;
     int fd;
@@ -496,9 +504,7 @@ static void *df_worker(void *p)
     }
     free(buf);
     free(out);
-    void (*py_exit)(void) = __atomic_load_n(&s->py_exit, __ATOMIC_ACQUIRE);
-    if (py_exit && __atomic_load_n(&s->py_keep, __ATOMIC_ACQUIRE))
-        py_exit();
+    df_py_exit(s);
     /* An empty message says "this worker is gone" (len 0). */
     struct df_msg *m = calloc(1, sizeof *m);
     if (m) {

@@ -428,9 +428,7 @@ static void *df_uq_main(void *p)
         if (stop)
             break;
     }
-    void (*py_exit)(void) = __atomic_load_n(&s->py_exit, __ATOMIC_ACQUIRE);
-    if (py_exit && __atomic_load_n(&s->py_keep, __ATOMIC_ACQUIRE))
-        py_exit();
+    df_py_exit(s);
     return NULL;
 }
 
