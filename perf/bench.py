@@ -239,14 +239,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                     r = run_one(job, v, args, pin_cpu, dbs)
                     results["samples"].setdefault(job.name, {}).setdefault(v.name, []).append(r)
                     print(report.brief(job, r), flush=True)
-        chaos = next((v for v in started if v.name == "chaosfs"), None)
-        if chaos is not None and chaos.addr:
-            print("measuring SetFault latency ...", flush=True)
+        # both transports, each with no rules of its own (the probe's rule is the only one)
+        for chaos in (v for v in started if v.name in ("chaosfs", "devfuse") and v.addr):
+            print(f"measuring SetFault latency on {chaos.name} ...", flush=True)
             try:
-                results["fault_latency"] = __import__("perf.faultlat", fromlist=["measure"]).measure(
+                fl = __import__("perf.faultlat", fromlist=["measure"]).measure(
                     chaos.addr, chaos.root, "data/probe.bin", args.fault_rounds)
             except Exception as e:  # reported, not fatal: the rest of the run is still useful
-                results["fault_latency"] = {"error": f"{type(e).__name__}: {e}"}
+                fl = {"error": f"{type(e).__name__}: {e}"}
+            results.setdefault("fault_latency", {})[chaos.name] = fl
         for v in started:
             if v.pid:
                 results["variants"][v.name]["end_rss_mb"] = J.proc_mem_mb(v.pid).get("VmRSS")
@@ -259,6 +260,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             for v in started:
                 v.stop()
+                if v.stall_summary is not None:
+                    results["variants"][v.name]["stall"] = v.stall_summary
             shutil.rmtree(work, ignore_errors=True)
     results["elapsed_s"] = time.monotonic() - t_start
     report.write(out, results)

@@ -128,16 +128,30 @@ def table(results: dict) -> str:
                      f"| {_fmt(max(peaks) if peaks else None)} "
                      f"| {_fmt(statistics.median(cpus) if cpus else None)} |")
     lines += _references(results)
-    fl = results.get("fault_latency")
-    if fl:
-        lines += ["", "Fault latency (chaosfs, 0.9 SetFault over gRPC on loopback, "
-                      "read of an already-open cached file)", ""]
-        if "error" in fl:
-            lines.append(f"error: {fl['error']}")
-        else:
-            lines += ["| | p50 µs | p99 µs |", "|---|---|---|",
-                      f"| SetFault round trip | {_fmt(fl['setfault_rpc_p50_us'])} | {_fmt(fl['setfault_rpc_p99_us'])} |",
-                      f"| until the next read fails | {_fmt(fl['fault_visible_p50_us'])} | {_fmt(fl['fault_visible_p99_us'])} |"]
+    stalls = [(v, results["variants"][v]["stall"]) for v in variants if results["variants"][v].get("stall")]
+    if stalls:
+        lines += ["", "Stalled reads (perf/stall.py, under the delay rule while the jobs ran)", "",
+                  "| variant | threads | reads finished | fastest ms | median ms | errors |",
+                  "|---|---|---|---|---|---|"]
+        for v, st in stalls:
+            lines.append(f"| {labels[v]} | {st.get('threads', '–')} | {st.get('reads', '–')} "
+                         f"| {_fmt(st.get('lat_min_ms'))} | {_fmt(st.get('lat_median_ms'))} "
+                         f"| {'; '.join(st.get('errors') or []) or st.get('error', 'none')} |")
+    fls = results.get("fault_latency")
+    if fls and ("error" in fls or "setfault_rpc_p50_us" in fls):
+        fls = {"chaosfs": fls}  # a run from before both transports were probed
+    if fls:
+        lines += ["", "Fault latency (0.9 SetFault over gRPC on loopback, "
+                      "read of an already-open cached file)", "",
+                  "| variant | SetFault round trip p50 / p99 µs | until the next read fails p50 / p99 µs |",
+                  "|---|---|---|"]
+        for v, fl in fls.items():
+            name = labels.get(v, v)
+            if "error" in fl:
+                lines.append(f"| {name} | error: {fl['error']} | |")
+            else:
+                lines.append(f"| {name} | {_fmt(fl['setfault_rpc_p50_us'])} / {_fmt(fl['setfault_rpc_p99_us'])} "
+                             f"| {_fmt(fl['fault_visible_p50_us'])} / {_fmt(fl['fault_visible_p99_us'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ so each variant's numbers come from the same minutes of a noisy machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -49,6 +50,9 @@ class Variant:
     kind: str                      # native | ceiling | ceiling-io | chaosfs | ref | compare
     args: list[str] = field(default_factory=list)
     rules: Optional[Callable[[str], None]] = None   # called with the gRPC address
+    # reads kept waiting under faulty/ while the jobs run (perf/stall.py): with a delay rule
+    # there, they show whether a stalled path slows the others
+    stall_threads: int = 0
     command: Optional[str] = None  # --compare command template
     # ref: builds the reference into the given dir, returns its command template
     build: Optional[Callable[[Path], str]] = None
@@ -58,6 +62,8 @@ class Variant:
     addr: Optional[str] = None
     startup_s: Optional[float] = None
     log: Optional[Path] = None
+    stall: Optional[subprocess.Popen] = None
+    stall_summary: Optional[dict] = None   # what perf/stall.py reported at stop()
     # the daemon to measure (RSS, CPU, pinning); None for native
     @property
     def pid(self) -> Optional[int]:
@@ -115,6 +121,33 @@ class Variant:
         if self.rules is not None:
             assert self.addr is not None
             self.rules(self.addr)
+        if self.stall_threads:
+            self._start_stall()
+
+    def _start_stall(self) -> None:
+        assert self.root is not None
+        target = self.root / "faulty" / "stall.bin"
+        target.parent.mkdir(exist_ok=True)
+        if not target.exists():
+            target.write_bytes(os.urandom(1 << 20))  # the rule delays reads, not writes
+        self.stall = subprocess.Popen([sys.executable, "-m", "perf.stall", str(target),
+                                       str(self.stall_threads)], cwd=ROOT,
+                                      stdout=subprocess.PIPE, text=True)
+
+    def _stop_stall(self) -> None:
+        p, self.stall = self.stall, None
+        if p is None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        try:
+            self.stall_summary = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            self.stall_summary = {"error": f"perf.stall exited with {p.returncode}, no summary"}
 
     def _log_tail(self) -> str:
         try:
@@ -124,6 +157,7 @@ class Variant:
         return lines[-1] if lines else "(no output)"
 
     def stop(self) -> None:
+        self._stop_stall()  # first: its reads are on the mount
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -169,6 +203,17 @@ def rule_other_path(pct: float) -> Callable[[str], None]:
         with ch:
             stub.AddRule(pb.AddRuleRequest(rule=pb.Rule(
                 path="^faulty/", errno=pb.ErrnoAction(code=5), probability=pct)), timeout=10)
+    return add
+
+
+def rule_delay_other_path(ms: int) -> Callable[[str], None]:
+    """A fixed delay on every read under faulty/ (where perf/stall.py keeps reads waiting)."""
+    def add(addr: str) -> None:
+        from chaosfs.proto import faults_pb2 as pb
+        ch, stub = _faults_stub(addr)
+        with ch:
+            stub.AddRule(pb.AddRuleRequest(rule=pb.Rule(
+                methods=["read"], path="^faulty/", delay=pb.DelayAction(fixed_us=ms * 1000))), timeout=10)
     return add
 
 
@@ -221,6 +266,8 @@ def standard(quick: bool) -> list[Variant]:
                 [cy], rules=rule_other_path(30.0)),
         # a power-loss directory each (the default, beside the backing dir, is one per
         # backing dir: a second armed daemon on it is refused); the daemon removes it at exit
+        Variant("devfuse-delay500", "chaosfs -transport=cython, 500 ms delay on other path, 64 reads stalled",
+                "chaosfs", [cy], rules=rule_delay_other_path(500), stall_threads=64),
         Variant("devfuse-armed", "chaosfs -transport=cython, power loss armed", "chaosfs",
                 [cy, f"-power-loss-dir=/var/tmp/chaosfs-perf-pl-devfuse.{os.getpid()}"],
                 rules=arm_power_loss),
@@ -233,6 +280,8 @@ def standard(quick: bool) -> list[Variant]:
         Variant("rules1000", "chaosfs, 1000 non-matching rules", "chaosfs",
                 rules=rules_nonmatching(1000)),
         Variant("eio30", "chaosfs, 30% EIO on other path", "chaosfs", rules=rule_other_path(30.0)),
+        Variant("delay500", "chaosfs, 500 ms delay on other path, 64 reads stalled", "chaosfs",
+                rules=rule_delay_other_path(500), stall_threads=64),
     ]
     if quick:
         vs = [v for v in vs if v.name in QUICK]

@@ -515,6 +515,45 @@ def test_delayed_lookups_stall_no_other_name_and_the_fast_path_comes_back(daemon
     assert os.listdir(d.mountpoint) == ["slow"]
 
 
+def test_worker_served_requests_under_a_delay_rule_wait_once_and_happen_once(fs):
+    """While a delay rule exists, the cython transport's workers still serve requests the
+    rule does not match; one it matches goes on to the trio thread before anything is done
+    (engine.MustWait), so the delay applies, the operation happens exactly once (an
+    O_EXCL create run twice would fail EEXIST) and the rule counts one hit per request."""
+    (fs.original / "slow").mkdir()
+    (fs.original / "slow" / "gone").write_bytes(b"x")
+    add(fs, id="slowmeta", methods=["create", "unlink", "mkdir", "lookup"], path="^slow/",
+        delay=fpb.DelayAction(fixed_us=300_000))
+    add(fs, id="slowfail", methods=["rmdir"], path="^slow/", errno=fpb.ErrnoAction(code=errno.EROFS),
+        delay=fpb.DelayAction(fixed_us=300_000))
+    t0 = time.monotonic()
+    os.close(os.open(fs.mountpoint / "slow" / "new", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    t_create = time.monotonic() - t0
+    t0 = time.monotonic()
+    os.unlink(fs.mountpoint / "slow" / "gone")
+    t_unlink = time.monotonic() - t0
+    os.mkdir(fs.mountpoint / "slow" / "sub")
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as e:
+        os.rmdir(fs.mountpoint / "slow" / "sub")
+    t_rmdir = time.monotonic() - t0
+    assert e.value.errno == errno.EROFS
+    # each waited (a lookup of the name comes first and is delayed too: >= one delay)
+    assert min(t_create, t_unlink, t_rmdir) >= 0.29, (t_create, t_unlink, t_rmdir)
+    assert sorted(os.listdir(fs.original / "slow")) == ["new", "sub"]
+    assert (fs.original / "slow" / "sub").is_dir()
+    hits = {r.id: r.hits for r in fs.faults.Stats(fpb.StatsRequest()).rules}
+    assert hits["slowfail"] == 1, hits
+    # untouched paths are not delayed while the rule exists
+    t0 = time.monotonic()
+    for i in range(20):
+        p = fs.mountpoint / f"quick{i}"
+        p.write_bytes(b"q")
+        assert os.stat(p).st_size == 1
+        p.unlink()
+    assert time.monotonic() - t0 < 1.0
+
+
 def test_ttl_and_max_hits_expire(fs):
     m = fs.mountpoint
     add(fs, id="ttl", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), ttl_seconds=0.5)

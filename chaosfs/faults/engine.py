@@ -54,6 +54,19 @@ class RequestSlot:
 
 request_slot: ContextVar[Optional[RequestSlot]] = ContextVar("chaosfs_request_slot", default=None)
 
+# The slot of a request a transport's worker thread serves outside trio (the cython
+# transport's py_take). It cannot sleep there: a rule that would make it wait raises
+# MustWait instead, and the request is served again from the start on the trio thread.
+WORKER_SLOT = RequestSlot(None)
+
+
+class MustWait(BaseException):
+    """A rule would make this request wait, and it runs where nothing may (WORKER_SLOT).
+    Raised by verdict_of before any rule is rolled or counted, and so before the handler
+    has done anything (every handler served on a worker checks its rules first): the
+    request can be handed on untouched. A BaseException, so no handler's error mapping
+    turns it into an errno."""
+
 
 async def fault_sleep(seconds: float) -> None:
     slot = request_slot.get()
@@ -171,6 +184,10 @@ def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
     first errno wins, data actions only on read/write). None when nothing fires."""
     v: Optional[Verdict] = None
     now = time.monotonic()
+    if request_slot.get() is WORKER_SLOT:
+        for r in rules:
+            if (r.delay_us or r.jitter_us or r.block) and r.applies(method) and r.live(now):
+                raise MustWait()
     for r in rules:
         if not r.applies(method) or not r.live(now):
             continue

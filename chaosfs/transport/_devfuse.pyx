@@ -31,7 +31,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from chaosfs.faults import methods as _m
-from chaosfs.faults.engine import RequestSlot, request_slot
+from chaosfs.faults.engine import WORKER_SLOT, MustWait, RequestSlot, request_slot
 from chaosfs.faults._gate cimport FaultGate
 
 cdef extern from *:
@@ -164,13 +164,24 @@ cdef inline bint _never_waits(uint32_t op, bint may_wait, bint active) noexcept 
     # FALLOCATE/LSEEK/COPY_FILE_RANGE (rare; as they were), TMPFILE, INTERRUPT.
 
 
+cdef inline bint _worker_takes(uint32_t op, bint may_wait, bint active) noexcept nogil:
+    """Whether a worker may serve this request itself. While some rule can make requests
+    wait it still serves those whose handler checks its rules before it does anything
+    else: if a waiting rule matches, engine.verdict_of raises MustWait before any side
+    effect and the request goes on to the trio thread untouched. Not OPEN or SETATTR
+    (they take the kill-priv note first), not RELEASE (it drops its handle first)."""
+    if not _never_waits(op, False, active):
+        return False
+    return not may_wait or (op != FUSE_OPEN and op != FUSE_SETATTR and op != FUSE_RELEASE)
+
+
 cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
     """A worker's offer of a request it could not answer in C (df_server.py_take): served
     here, on the worker, if its handler cannot wait. That saves the trio thread's wake-up,
     which costs more than most handlers on a virtual machine."""
     if (df_load_int(&s.trio_busy)
-            or not _never_waits((<fuse_in_header *>m.data).opcode, df_load_int(<int *>s.gate_may_wait),
-                                df_load_int(<int *>s.gate_active))):
+            or not _worker_takes((<fuse_in_header *>m.data).opcode, df_load_int(<int *>s.gate_may_wait),
+                                 df_load_int(<int *>s.gate_active))):
         return 0
     df_py_keep_tstate()
     with gil:
@@ -719,11 +730,14 @@ cdef class DevFuseTransport:
         try:
             # Again under the lock, which a rule change takes too: what is true now stays
             # true until the handler returns.
-            if not self.taking or not _inline((<fuse_in_header *>m.data).opcode, self.gate):
+            if not self.taking or not _worker_takes((<fuse_in_header *>m.data).opcode,
+                                                    self.gate.may_wait, self.gate.active):
                 return 0
             r = _wrap(m, self)  # owns m from here: answered below, whatever happens
-            self._serve_sync(r)
-            return 1
+            if self._serve_sync(r, WORKER_SLOT):
+                return 1
+            r.m = NULL  # MustWait: untouched, unanswered; the queue gets it back
+            return 0
         except BaseException:
             log.exception("serving a request on a worker failed")
             if r is None:
@@ -734,15 +748,19 @@ cdef class DevFuseTransport:
         finally:
             lock.release()
 
-    cdef _serve_sync(self, _Request r):
-        """_serve for a handler that cannot wait: its coroutine runs to the end at once."""
+    cdef bint _serve_sync(self, _Request r, slot):
+        """_serve for a handler that cannot wait: its coroutine runs to the end at once.
+        False if it raised MustWait (only under WORKER_SLOT): nothing done, nothing sent."""
         cdef int err = 0
-        token = request_slot.set(_NO_LIMIT)  # as on the reading task
+        token = request_slot.set(slot)
         coro = _dispatch(self, r)
         try:
             coro.send(None)
         except StopIteration:
             pass
+        except MustWait:
+            request_slot.reset(token)
+            return False
         except BaseException as e:
             err = self._error_of(r, e)
         else:  # it awaited something: impossible while no rule can make it wait (_inline)
@@ -752,6 +770,7 @@ cdef class DevFuseTransport:
         request_slot.reset(token)
         if err:
             self._reply(r, err, NULL, 0)
+        return True
 
     cdef int _error_of(self, _Request r, e):
         """The errno a handler's exception is answered with (a FUSEError's, made safe for
