@@ -137,11 +137,11 @@ _CORRUPT_MODE = {"zero": DF_CORRUPT_ZERO, "random": DF_CORRUPT_RANDOM, "bitflip"
 
 
 cdef inline bint _inline(uint32_t op, FaultGate gate):
-    """Whether a request the workers passed up can be answered without a task of its own:
-    no rule can make it wait (FaultGate.may_wait), and its handler awaits nothing else. It
-    is then served by the worker that read it (_py_take), or on the trio thread's reading
-    task. A task per request costs more than most handlers; pyfuse3's session loop, too,
-    runs handlers on the task that read them."""
+    """Whether a request that reached the trio thread can be answered on its reading task,
+    without a task of its own: no rule can make it wait (FaultGate.may_wait), and its
+    handler awaits nothing else. A task per request costs more than most handlers;
+    pyfuse3's session loop, too, runs handlers on the task that read them. (A worker's own
+    test is _worker_takes.)"""
     return _never_waits(op, gate.may_wait, gate.active)
 
 
@@ -169,10 +169,12 @@ cdef inline bint _worker_takes(uint32_t op, bint may_wait, bint active) noexcept
     wait it still serves those whose handler checks its rules before it does anything
     else: if a waiting rule matches, engine.verdict_of raises MustWait before any side
     effect and the request goes on to the trio thread untouched. Not OPEN or SETATTR
-    (they take the kill-priv note first), not RELEASE (it drops its handle first)."""
+    (they take the kill-priv note first), not RELEASE (it drops its handle first), not
+    LINK or SYMLINK (two checks: the first one's rules would be rolled and counted twice)."""
     if not _never_waits(op, False, active):
         return False
-    return not may_wait or (op != FUSE_OPEN and op != FUSE_SETATTR and op != FUSE_RELEASE)
+    return not may_wait or (op != FUSE_OPEN and op != FUSE_SETATTR and op != FUSE_RELEASE
+                            and op != FUSE_LINK and op != FUSE_SYMLINK)
 
 
 cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
@@ -734,7 +736,7 @@ cdef class DevFuseTransport:
                                                     self.gate.may_wait, self.gate.active):
                 return 0
             r = _wrap(m, self)  # owns m from here: answered below, whatever happens
-            if self._serve_sync(r, WORKER_SLOT):
+            if self._serve_sync(r):
                 return 1
             r.m = NULL  # MustWait: untouched, unanswered; the queue gets it back
             return 0
@@ -748,11 +750,11 @@ cdef class DevFuseTransport:
         finally:
             lock.release()
 
-    cdef bint _serve_sync(self, _Request r, slot):
-        """_serve for a handler that cannot wait: its coroutine runs to the end at once.
-        False if it raised MustWait (only under WORKER_SLOT): nothing done, nothing sent."""
+    cdef bint _serve_sync(self, _Request r):
+        """_serve on a worker: the coroutine runs to the end at once. False if a waiting
+        rule matched (MustWait): nothing done, nothing sent."""
         cdef int err = 0
-        token = request_slot.set(slot)
+        token = request_slot.set(WORKER_SLOT)
         coro = _dispatch(self, r)
         try:
             coro.send(None)
@@ -763,7 +765,7 @@ cdef class DevFuseTransport:
             return False
         except BaseException as e:
             err = self._error_of(r, e)
-        else:  # it awaited something: impossible while no rule can make it wait (_inline)
+        else:  # it awaited something: MustWait comes first, so only a bug gets here
             coro.close()
             log.error("opcode %d waited on a worker thread; answered EIO", r.h.opcode)
             err = E.EIO
