@@ -36,13 +36,13 @@ def main() -> int:
             with lock:
                 errors.append(f"open: {e.strerror}")
             return
-        size = max(BLOCK, os.fstat(fd).st_size)
+        size = max(BLOCK, os.fstat(fd).st_size // BLOCK * BLOCK)  # whole blocks: aligned offsets
         off = (k * BLOCK) % size
         try:
             while not stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    os.preadv(fd, [buf], off - off % BLOCK)
+                    os.preadv(fd, [buf], off)
                 except OSError as e:
                     with lock:
                         errors.append(f"read: {e.strerror}")

@@ -118,11 +118,16 @@ class Variant:
             time.sleep(0.005)
         self.startup_s = time.monotonic() - t0
         self.root = mnt
-        if self.rules is not None:
-            assert self.addr is not None
-            self.rules(self.addr)
-        if self.stall_threads:
-            self._start_stall()
+        try:
+            if self.rules is not None:
+                assert self.addr is not None
+                self.rules(self.addr)
+            if self.stall_threads:
+                self._start_stall()
+        except Exception as e:  # not half set up: nothing of this variant stays mounted
+            self.stop()
+            raise VariantError(f"{self.name}: setting up its rules or load failed: "
+                               f"{type(e).__name__}: {e}") from None
 
     def _start_stall(self) -> None:
         assert self.root is not None
@@ -264,10 +269,10 @@ def standard(quick: bool) -> list[Variant]:
                 [cy], rules=rules_nonmatching(1000)),
         Variant("devfuse-eio30", "chaosfs -transport=cython, 30% EIO on other path", "chaosfs",
                 [cy], rules=rule_other_path(30.0)),
-        # a power-loss directory each (the default, beside the backing dir, is one per
-        # backing dir: a second armed daemon on it is refused); the daemon removes it at exit
         Variant("devfuse-delay500", "chaosfs -transport=cython, 500 ms delay on other path, 64 reads stalled",
                 "chaosfs", [cy], rules=rule_delay_other_path(500), stall_threads=64),
+        # a power-loss directory each (the default, beside the backing dir, is one per
+        # backing dir: a second armed daemon on it is refused); the daemon removes it at exit
         Variant("devfuse-armed", "chaosfs -transport=cython, power loss armed", "chaosfs",
                 [cy, f"-power-loss-dir=/var/tmp/chaosfs-perf-pl-devfuse.{os.getpid()}"],
                 rules=arm_power_loss),
