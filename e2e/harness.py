@@ -386,18 +386,56 @@ class Flow:
     def check_delete(self) -> None:
         t = time.monotonic()
         self.n.kubectl("-n", APP_NS, "delete", "pod", "app", "--wait=false")
-        gone = wait_until(lambda: self.n.kubectl("-n", APP_NS, "get", "pod", "app", check=False)
-                          .strip() == "", 60)
+        seen = self.TerminationWatch(self.app_uid, t)
+
+        def gone() -> bool:
+            out = self.n.kubectl("-n", APP_NS, "get", "pod", "app", "-o", "json", check=False)
+            if out.strip():
+                seen.note(json.loads(out))
+            else:
+                seen.note(None)
+            return out.strip() == ""
+        ok = wait_until(gone, 60)
         secs = time.monotonic() - t
         # The app exits on SIGTERM at once, so anything near the 30 s grace period means a
-        # container (the sidecar) did not stop cleanly.
+        # container (the sidecar) did not stop cleanly: then say which one, and how it ended.
         self.r.check("deleting the pod completes promptly (no hang in Terminating)",
-                     bool(gone) and secs < 20, f"{secs:.1f} s")
+                     bool(ok) and secs < 20,
+                     f"{secs:.1f} s" + ("" if ok and secs < 20 else f"; {seen.report()}"))
         # (other chaosfs mounts on the machine belong to other test runs: only ours count)
         left = [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
                 if self.app_uid in ln or (ln.split()[4].startswith(str(self.n.work))
                                           and "fuse.chaosfs" in ln.split(" - ")[-1])]
         self.r.check("no mount of the pod left behind", not left, left[:3])
+
+    class TerminationWatch:
+        """What a pod's containers did while it was deleted: each one's terminated state as
+        the API last showed it, and the tail of its kubelet log file (read while it still
+        exists: the kubelet removes it with the pod)."""
+
+        def __init__(self, uid: str, t0: float) -> None:
+            self.uid, self.t0 = uid, t0
+            self.states: dict[str, str] = {}
+            self.tails: dict[str, list[str]] = {}
+
+        def note(self, pod: dict | None) -> None:
+            import glob
+            for st in (pod or {}).get("status", {}).get("containerStatuses", []):
+                term = st.get("state", {}).get("terminated")
+                if term and st["name"] not in self.states:
+                    self.states[st["name"]] = (
+                        f"exit {term.get('exitCode')} {term.get('reason', '')} at "
+                        f"+{time.monotonic() - self.t0:.0f} s")
+            for f in glob.glob(f"/var/log/pods/{APP_NS}_app_{self.uid}/*/*.log"):
+                try:
+                    lines = Path(f).read_text(errors="replace").splitlines()
+                except OSError:
+                    continue
+                self.tails[Path(f).parent.name] = [ln.split(" ", 3)[-1] for ln in lines[-6:]]
+
+        def report(self) -> str:
+            return (f"terminated {self.states or 'never seen'}; log tails "
+                    f"{ {k: v for k, v in self.tails.items() if k != 'app'} }")
 
     def run(self) -> None:
         self.deploy_injector()
