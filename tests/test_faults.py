@@ -554,6 +554,56 @@ def test_worker_served_requests_under_a_delay_rule_wait_once_and_happen_once(fs)
     assert time.monotonic() - t0 < 1.0
 
 
+def test_open_setattr_release_under_a_delay_rule_wait_once_and_clear_setid_once(fs):
+    """OPEN, SETATTR and RELEASE are served on the workers while a delay rule exists too;
+    one a rule matches goes on to the trio thread before anything is done. An O_TRUNC open
+    and a truncate by a user, and a chmod by root, of set-id files then wait once, count one
+    hit each, and leave the mode bits as they are natively (the kernel's kill-priv note is
+    taken once); a delayed release counts once."""
+    slow, native = fs.original / "slow", fs.original.parent / "native-setid"
+    for d in (slow, native):
+        d.mkdir()
+        os.chmod(d, 0o777)
+    os.chmod(fs.original, 0o777)
+    delay = fpb.DelayAction(fixed_us=300_000)
+    add(fs, id="slowopen", methods=["open"], path="^slow/o$", delay=delay)
+    add(fs, id="slowtrunc", methods=["truncate"], path="^slow/t$", delay=delay)
+    add(fs, id="slowchmod", methods=["chmod"], path="^slow/c$", delay=delay)
+    add(fs, id="slowrelease", methods=["release"], path="^slow/r$", delay=delay)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    steps = {"o": (nobody, ': > "$f"'), "t": (nobody, 'truncate -s 3 "$f"'),
+             "c": ([], 'chmod 2755 "$f"')}
+    for name, (prefix, cmd) in steps.items():
+        modes, took = [], []
+        for f in (fs.mountpoint / "slow" / name, native / name):
+            f.write_bytes(b"data" * 1024)
+            os.chown(f, 65534, 65534)
+            os.chmod(f, 0o6775)
+            t0 = time.monotonic()
+            subprocess.run([*prefix, "sh", "-c", cmd], check=True, env={**os.environ, "f": str(f)},
+                           stdin=subprocess.DEVNULL)
+            took.append(time.monotonic() - t0)
+            modes.append(os.stat(f).st_mode & 0o7777)
+        assert took[0] >= 0.29, (name, took)
+        assert oct(modes[0]) == oct(modes[1]), (name, oct(modes[0]), oct(modes[1]))
+        assert (slow / name).stat().st_mode & 0o7777 == modes[1]
+    assert (slow / "t").stat().st_size == 3
+    (slow / "r").write_bytes(b"r")
+    (fs.mountpoint / "slow" / "r").read_bytes()
+    t0 = time.monotonic()
+    for _ in range(3):
+        os.close(os.open(fs.mountpoint / "slow" / "o", os.O_RDONLY))
+    assert time.monotonic() - t0 >= 0.85
+    want = {"slowopen": 4, "slowtrunc": 1, "slowchmod": 2, "slowrelease": 1}  # (+ the setup chmod)
+    deadline = time.monotonic() + 5
+    while True:  # (a release is answered after close(2) returns)
+        hits = {r.id: r.hits for r in fs.faults.Stats(fpb.StatsRequest()).rules}
+        if hits == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert hits == want
+
+
 def test_ttl_and_max_hits_expire(fs):
     m = fs.mountpoint
     add(fs, id="ttl", methods=["getattr"], path="other", errno=fpb.ErrnoAction(code=5), ttl_seconds=0.5)

@@ -39,6 +39,7 @@ cdef class FaultGate:
     cdef readonly unsigned long long epoch
     cdef public object path_of
     cdef public object verdict_of
+    cdef public object hand_on_rules
     cdef public object path_check
     cdef public object matcher
     cdef unsigned long long counts[N_METHODS]

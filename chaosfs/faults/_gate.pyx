@@ -85,6 +85,17 @@ cdef class FaultGate:
             return None
         return self.verdict_of(method, node.matched)
 
+    def hand_on(self, int method, Node node, bint any_rule=False):
+        """For a handler a worker may serve that acts before it checks, checks more than
+        once, or must await on its fault path: engine.hand_on for the rules on `node`,
+        before any check rolls one."""
+        if not self.active:
+            return
+        if node.match_epoch != self.epoch:
+            self.match(node)
+        if node.matched:
+            self.hand_on_rules(method, node.matched, any_rule)
+
     def check_path(self, int method, str path):
         """Like check, for a name that has no node (create, mkdir, unlink, rename targets)."""
         if not self.active:

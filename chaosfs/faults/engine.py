@@ -179,15 +179,24 @@ class Verdict:
 _READ, _WRITE = METHOD_ID["read"], METHOD_ID["write"]
 
 
+def hand_on(method: int, rules: tuple, any_rule: bool = False) -> None:
+    """On a worker (WORKER_SLOT): MustWait if one of `rules`, live and applying to `method`,
+    would make the request wait, or, with `any_rule`, if one applies at all (for a handler
+    whose fault path must await). Nothing is rolled or counted. Elsewhere: nothing."""
+    if request_slot.get() is not WORKER_SLOT:
+        return
+    now = time.monotonic()
+    for r in rules:
+        if r.applies(method) and r.live(now) and (any_rule or r.delay_us or r.jitter_us or r.block):
+            raise MustWait()
+
+
 def verdict_of(method: int, rules: tuple) -> Optional[Verdict]:
     """Roll every rule matching this op; combine the ones that fire (delays add up, the
     first errno wins, data actions only on read/write). None when nothing fires."""
     v: Optional[Verdict] = None
+    hand_on(method, rules)
     now = time.monotonic()
-    if request_slot.get() is WORKER_SLOT:
-        for r in rules:
-            if (r.delay_us or r.jitter_us or r.block) and r.applies(method) and r.live(now):
-                raise MustWait()
     for r in rules:
         if not r.applies(method) or not r.live(now):
             continue
@@ -277,6 +286,7 @@ class FaultEngine:
         # has one see a table change halfway, or meet a rule that would make it wait.
         self.handlers_lock: Any = contextlib.nullcontext()
         gate.verdict_of = verdict_of
+        gate.hand_on_rules = hand_on
         gate.path_check = self.check_path
         gate.matcher = build_matcher(())
 

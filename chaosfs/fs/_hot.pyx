@@ -254,18 +254,25 @@ cdef class HotPath:
     async def release(self, fh):
         cdef double t0 = _now()
         cdef int fd = fh
-        h = self.handles.pop(fh, None)
+        h = self.handles.get(fh)
         if h is None:
             # Never ours (or released already): closing it would close some other fd.
             self.gate.record(M_RELEASE, t0, True)
             return
-        if h.io:
-            self.release_io(h)
+        v = None
         if self.gate.active:
+            # Checked before the handle is dropped: on a worker, a rule that would make
+            # this wait hands the request on (MustWait) with nothing undone yet.
             try:
                 v = self.gate.check(M_RELEASE, h.node)
-                if v is not None:
-                    await v.apply_delay_only()
+            except Exception:
+                _internal("release")
+        del self.handles[fh]
+        if h.io:
+            self.release_io(h)
+        if v is not None:
+            try:
+                await v.apply_delay_only()
             except Exception:
                 _internal("release")
         with nogil:

@@ -123,16 +123,18 @@ class PyHotPath:
 
     async def release(self, fh: int) -> None:
         t0 = monotonic()
-        h = self.handles.pop(fh, None)
+        h = self.handles.get(fh)
         if h is None:  # not ours: closing it would close some other fd
             self.gate.note(M_RELEASE, t0, True)
             return
+        # Checked before the handle is dropped: on a worker, a rule that would make this
+        # wait hands the request on (MustWait) with nothing undone yet.
+        v = self.gate.check(M_RELEASE, h.node) if self.gate.active else None
+        del self.handles[fh]
         if h.io:
             self.release_io(h)  # type: ignore[attr-defined]
-        if self.gate.active:
-            v = self.gate.check(M_RELEASE, h.node)
-            if v is not None:
-                await v.apply_delay_only()
+        if v is not None:
+            await v.apply_delay_only()
         try:
             os.close(fh)
         except OSError:

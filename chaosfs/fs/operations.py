@@ -207,6 +207,9 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
     @fuse_op("getattr")
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         node = self.inodes.get(inode)
+        if node.is_dir and node.parent is not None:
+            # A worker cannot await the thread below: it hands on any rule it would roll.
+            self.gate.hand_on(M["getattr"], node, True)
         try:
             await self._fault("getattr", node)
         except FUSEError:
@@ -238,14 +241,16 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
         kill = fields.update_size and self.transport.take_kill(inode)
         node = self.inodes.get(inode)
         fd = self.inodes.fd(node)
-        if fields.update_size:
-            await self._fault("truncate", node)
-        if fields.update_mode:
-            await self._fault("chmod", node)
-        if fields.update_uid or fields.update_gid:
-            await self._fault("chown", node)
-        if fields.update_atime or fields.update_mtime:
-            await self._fault("utimens", node)
+        checks = [m for m, on in (("truncate", fields.update_size), ("chmod", fields.update_mode),
+                                  ("chown", fields.update_uid or fields.update_gid),
+                                  ("utimens", fields.update_atime or fields.update_mtime)) if on]
+        if len(checks) > 1:
+            # On a worker, a waiting rule on a later check must hand the request on before
+            # the first one rolls and counts its rules (they would roll again on trio).
+            for m in checks:
+                self.gate.hand_on(M[m], node)
+        for m in checks:
+            await self._fault(m, node)
 
         if fields.update_size:
             if self.durable is not None and not node.is_dir and not node.is_link:

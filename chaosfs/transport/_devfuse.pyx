@@ -167,14 +167,17 @@ cdef inline bint _never_waits(uint32_t op, bint may_wait, bint active) noexcept 
 cdef inline bint _worker_takes(uint32_t op, bint may_wait, bint active) noexcept nogil:
     """Whether a worker may serve this request itself. While some rule can make requests
     wait it still serves those whose handler checks its rules before it does anything
-    else: if a waiting rule matches, engine.verdict_of raises MustWait before any side
-    effect and the request goes on to the trio thread untouched. Not OPEN or SETATTR
-    (they take the kill-priv note first), not RELEASE (it drops its handle first), not
-    LINK or SYMLINK (two checks: the first one's rules would be rolled and counted twice)."""
+    else (or hands on first, FaultGate.hand_on): if a waiting rule matches, MustWait is
+    raised before any side effect and the request goes on to the trio thread untouched.
+    (The kill-priv note OPEN and SETATTR take first is queued again when the trio thread
+    decodes the request anew.) GETATTR too while a rule is set: the one case that must
+    await (an injected error on a directory) hands on. Not LINK or SYMLINK while a rule
+    can wait: two checks, on a node and on a path."""
+    if op == FUSE_GETATTR or op == FUSE739_STATX:
+        return True
     if not _never_waits(op, False, active):
         return False
-    return not may_wait or (op != FUSE_OPEN and op != FUSE_SETATTR and op != FUSE_RELEASE
-                            and op != FUSE_LINK and op != FUSE_SYMLINK)
+    return not may_wait or (op != FUSE_LINK and op != FUSE_SYMLINK)
 
 
 cdef int _py_take(df_server *s, df_msg *m) noexcept nogil:
