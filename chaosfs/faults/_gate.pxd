@@ -37,6 +37,9 @@ cdef class FaultGate:
     # cython transport answers cold requests on its reading task, without a task each.
     cdef readonly bint may_wait
     cdef readonly unsigned long long epoch
+    # Bit m: some rule applies to method m. A check for a method no rule names returns at
+    # once, before any path is built or matched (set_ruled, with the table it describes).
+    cdef readonly unsigned long long ruled
     cdef public object path_of
     cdef public object verdict_of
     cdef public object hand_on_rules
@@ -52,6 +55,7 @@ cdef class FaultGate:
     # hits of rules the cython transport's workers fired, by Rule.slot
     cdef unsigned long long c_hits[N_HIT_SLOTS]
     cpdef object check(self, int method, Node node)
+    cpdef bint ruled_any(self, object method_ids)
     cpdef tuple match(self, Node node)
     cdef void record(self, int method, double t0, bint failed) noexcept
     cdef void record_failed(self, int method, double t0, bint injected) noexcept

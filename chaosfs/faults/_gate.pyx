@@ -34,6 +34,11 @@ def monotonic() -> float:
     return now_s()
 
 
+cdef inline bint _is_ruled(unsigned long long ruled, int method) noexcept:
+    # a method id outside the mask (none today) is never skipped
+    return method < 0 or method >= 64 or (ruled >> method) & 1
+
+
 cdef class Node:
     def __cinit__(self):
         self.fd = -1
@@ -60,6 +65,19 @@ cdef class FaultGate:
     def set_may_wait(self, bint on):
         gate_store_flag(<int *>&self.may_wait, on)
 
+    def set_ruled(self, unsigned long long mask):
+        """Which methods some rule applies to (bit m: method m; every bit for a rule on
+        all methods). Set with the table, before the epoch moves."""
+        self.ruled = mask
+
+    cpdef bint ruled_any(self, object method_ids):
+        """Whether a rule applies to one of these methods (before any node is matched)."""
+        cdef int m
+        for m in method_ids:
+            if _is_ruled(self.ruled, m):
+                return True
+        return False
+
     def next_epoch(self):
         """Every node's cached match is stale from here (a rule change, a rename)."""
         gate_next_epoch(&self.epoch)
@@ -77,7 +95,7 @@ cdef class FaultGate:
 
     cpdef object check(self, int method, Node node):
         """None (proceed normally) or a Verdict; never costs more than a flag when idle."""
-        if not self.active:
+        if not self.active or not _is_ruled(self.ruled, method):
             return None
         if node.match_epoch != self.epoch:
             self.match(node)
@@ -89,7 +107,7 @@ cdef class FaultGate:
         """For a handler a worker may serve that acts before it checks, checks more than
         once, or must await on its fault path: engine.hand_on for the rules on `node`,
         before any check rolls one."""
-        if not self.active:
+        if not self.active or not _is_ruled(self.ruled, method):
             return
         if node.match_epoch != self.epoch:
             self.match(node)
@@ -98,7 +116,7 @@ cdef class FaultGate:
 
     def check_path(self, int method, str path):
         """Like check, for a name that has no node (create, mkdir, unlink, rename targets)."""
-        if not self.active:
+        if not self.active or not _is_ruled(self.ruled, method):
             return None
         return self.path_check(method, path)
 

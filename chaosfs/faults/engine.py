@@ -177,6 +177,8 @@ class Verdict:
 
 
 _READ, _WRITE = METHOD_ID["read"], METHOD_ID["write"]
+ALL_RULED = (1 << 64) - 1  # FaultGate.ruled of a rule on every method
+assert max(METHOD_ID.values()) < 64
 
 
 def hand_on(method: int, rules: tuple, any_rule: bool = False) -> None:
@@ -350,6 +352,9 @@ class FaultEngine:
         idle = not rules and not self._held_active
         matcher = build_matcher(() if idle else rules)
         waits = any(r.delay_us or r.jitter_us or r.block for r in rules)
+        ruled = 0
+        for r in rules:
+            ruled |= ALL_RULED if r.methods is None else sum(1 << m for m in r.methods)
         with self.handlers_lock:
             self._rules = table
             for r in rules:
@@ -361,6 +366,7 @@ class FaultEngine:
             if idle:
                 g.set_active(False)  # first: the hot path stops looking before the table empties
             g.matcher = matcher
+            g.set_ruled(ruled)
             g.next_epoch()
             if not idle:
                 g.set_active(True)  # last: the hot path looks once the table is whole
@@ -418,6 +424,10 @@ class FaultEngine:
             t.clear()
             return n
         return self.change(edit)  # type: ignore[return-value]
+
+    def reaping(self) -> bool:
+        """Whether a rule can die (a TTL or max_hits), so the reaper must look often."""
+        return any(r.expires_at or r.max_hits for r in self._rules.values())
 
     def dead_ids(self) -> list[str]:
         """Rules past their TTL or max_hits (a scan of the published table, no lock)."""

@@ -39,7 +39,8 @@ class TransportOffers:
             return
         gate = self.gate
         epoch = gate.epoch  # before the match: a change meanwhile makes the offer stale
-        if gate.active and (self._rules_touch(node, GETATTR_METHODS) or node.match_epoch != epoch):
+        if gate.active and gate.ruled_any(GETATTR_METHODS) and (
+                self._rules_touch(node, GETATTR_METHODS) or node.match_epoch != epoch):
             # and withdraw an earlier offer: the inode may have been offered under another
             # of its names (a hard link) at this same epoch
             t.attrs_drop(node.ino)

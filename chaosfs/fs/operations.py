@@ -93,7 +93,7 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
         """Whether a rule on one of `methods` matches this node (match cached per epoch).
         Only such nodes lose kernel caching: rules cost the files they don't match nothing."""
         gate = self.gate
-        if not gate.active:
+        if not gate.active or not gate.ruled_any(methods):
             return False
         if node.match_epoch != gate.epoch:
             gate.match(node)
@@ -141,7 +141,7 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
 
     async def _fault_name(self, method: str, parent: Node, name: bytes) -> None:
         """Fault check for an operation on a name that may have no node yet."""
-        if self.gate.active:
+        if self.gate.active and self.gate.ruled_any((M[method],)):
             path = self.inodes.path_of(parent)
             path = os.fsdecode(name) if not path else f"{path}/{os.fsdecode(name)}"
             v = self.gate.check_path(M[method], path)
