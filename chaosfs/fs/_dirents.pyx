@@ -28,9 +28,10 @@ cdef inline size_t _rec_size(size_t namelen) nogil:
     return (sizeof(fuse_dirent) + namelen + 7) & ~(<size_t>7)
 
 
-cdef uint64_t _number(uint64_t dev, uint64_t bino, dict known, dict promised, number) except 0:
-    """The inode table's number_for, its two hits answered here: a Python call per entry
-    would cost more than the rest of the listing."""
+cdef uint64_t _number(uint64_t dev, uint64_t bino, dict known, dict promised,
+                      uint64_t *next_ino) except 0:
+    """The inode table's number_for, answered here: a Python call per entry would cost more
+    than the rest of the listing (a cold listing promises a number to every entry)."""
     key = (dev, bino)
     cdef PyObject *hit = PyDict_GetItem(known, key)
     if hit != NULL:
@@ -38,15 +39,19 @@ cdef uint64_t _number(uint64_t dev, uint64_t bino, dict known, dict promised, nu
     hit = PyDict_GetItem(promised, key)
     if hit != NULL:
         return <object>hit
-    return number(dev, bino)
+    cdef uint64_t ino = next_ino[0]
+    next_ino[0] = ino + 1
+    promised[key] = ino
+    return ino
 
 
 cdef class DirSnapshot:
     """The entries of the open directory `fd` (rewound first), but "." and "..", each
-    numbered by the inode table: `known` ((dev, ino) -> Node) and `promised` ((dev, ino) ->
-    number) are its maps, `number(dev, ino)` its InodeTable.number_for (which promises)."""
+    numbered as the inode table's number_for numbers them: `table` is that InodeTable,
+    whose `by_key` ((dev, ino) -> Node), `_promised` ((dev, ino) -> number, oldest first,
+    at most `max_promised`) and `_next_ino` are read and updated here."""
 
-    def __cinit__(self, int fd, uint64_t dev, dict known, dict promised, number):
+    def __cinit__(self, int fd, uint64_t dev, table, Py_ssize_t max_promised):
         self.recs = NULL
         self.at = NULL
         self.size = self.cap = 0
@@ -62,6 +67,9 @@ cdef class DirSnapshot:
         cdef linux_dirent64 *d
         cdef fuse_dirent *f
         cdef const char *name
+        cdef dict known = table.by_key
+        cdef dict promised = table._promised
+        cdef uint64_t next_ino = table._next_ino
         try:
             if lseek(fd, 0, 0) < 0:
                 raise OSError(errno, "lseek")
@@ -87,7 +95,7 @@ cdef class DirSnapshot:
                         self._grow_at(at_cap)
                     f = <fuse_dirent *>(self.recs + self.size)
                     memset(f, 0, rec)
-                    f.ino = _number(dev, d.d_ino, known, promised, number)
+                    f.ino = _number(dev, d.d_ino, known, promised, &next_ino)
                     f.off = self.count + 1
                     f.namelen = <uint32_t>namelen
                     f.type = d.d_type
@@ -98,6 +106,10 @@ cdef class DirSnapshot:
             self.at[self.count] = <uint32_t>self.size
         finally:
             free(chunk)
+            table._next_ino = next_ino
+            if len(promised) > max_promised:  # the oldest promises go first
+                for key in list(promised)[:len(promised) - max_promised]:
+                    del promised[key]
 
     cdef _grow(self, size_t need):
         cdef size_t cap = self.cap * 2 if self.cap else READ_CHUNK

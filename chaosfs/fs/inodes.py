@@ -19,6 +19,7 @@ from pyfuse3 import FUSEError
 
 from chaosfs.faults._gate import Node
 from chaosfs.fs._dirents import DirSnapshot
+from chaosfs.fs._hot import close_fds
 
 O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 PROMISED_MAX = 1 << 16
@@ -49,9 +50,9 @@ class Handle:
 class InodeTable:
     """FUSE inode <-> backing inode bookkeeping, lookup counts and forget, in one place."""
 
-    def __init__(self, root_fd: int, before_close: Callable[[int], None] = lambda ino: None) -> None:
+    def __init__(self, root_fd: int, before_close: Callable[[list[int]], None] = lambda inos: None) -> None:
         st = os.fstat(root_fd)
-        # Told a node's number before its fd closes (the transport may be using the fd).
+        # Told nodes' numbers before their fds close (the transport may be using the fds).
         self.before_close = before_close
         self.root = Node()
         self.root.ino = pyfuse3.ROOT_INODE
@@ -146,8 +147,9 @@ class InodeTable:
 
     def listing(self, dir_fd: int, dev: int) -> DirSnapshot:
         """The entries of the open directory `dir_fd` on device `dev`, numbered as
-        number_for would number them (its two dict hits in C)."""
-        return DirSnapshot(dir_fd, dev, self.by_key, self._promised, self.number_for)
+        number_for would number them (in C: DirSnapshot keeps by_key, _promised and
+        _next_ino as number_for does)."""
+        return DirSnapshot(dir_fd, dev, self, PROMISED_MAX)
 
     def lookup(self, parent: Node, name: bytes, dirfd: int = -1) -> tuple[Node, os.stat_result]:
         """remember() for a name the kernel is about to learn: open it O_PATH and fstat that
@@ -164,20 +166,36 @@ class InodeTable:
         return self.by_key.get((st.st_dev, st.st_ino))
 
     def forget(self, ino: int, n: int) -> None:
-        node = self.by_ino.get(ino)
-        if node is None or node is self.root:
-            return
-        node.lookups -= n
-        if node.lookups <= 0:
-            del self.by_ino[ino]
-            if self.by_key.get((node.dev, node.bino)) is node:
-                del self.by_key[(node.dev, node.bino)]
-            if node.fd >= 0:
-                self.before_close(ino)
-                os.close(node.fd)
-                node.fd = -1
-                self.open_fds -= 1
-            node.parent = None
+        if close_fds(self.forget_many(((ino, n),))):
+            raise OSError(errno.EBADF, "closing a forgotten inode's fd failed")
+
+    def forget_many(self, items) -> list[int]:
+        """The kernel forgets (ino, n) lookups of each: a node it no longer knows at all is
+        dropped. The fds of those are returned for the caller to close (close_fds), the
+        transport already told: closing thousands of them (a drop_caches) takes
+        milliseconds, which need not hold up the requests behind them."""
+        by_ino, by_key, root = self.by_ino, self.by_key, self.root
+        inos: list[int] = []
+        fds: list[int] = []
+        for ino, n in items:
+            node = by_ino.get(ino)
+            if node is None or node is root:
+                continue
+            node.lookups -= n
+            if node.lookups <= 0:
+                del by_ino[ino]
+                key = (node.dev, node.bino)
+                if by_key.get(key) is node:
+                    del by_key[key]
+                if node.fd >= 0:
+                    inos.append(ino)
+                    fds.append(node.fd)
+                    node.fd = -1
+                node.parent = None
+        if fds:
+            self.open_fds -= len(fds)
+            self.before_close(inos)
+        return fds
 
     def fd(self, node: Node) -> int:
         """The node's O_PATH fd, opened through its parent's on first use and checked to be

@@ -72,7 +72,7 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
               cache: Optional[CacheConfig] = None) -> None:
         self.transport = transport
         self.root_fd = os.open(original, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.inodes = InodeTable(self.root_fd, before_close=transport.attrs_drop)
+        self.inodes = InodeTable(self.root_fd, before_close=transport.attrs_drop_many)
         self.cache = cache or CacheConfig()
         self.gate.path_of = self.inodes.path_of
         # Inodes known to carry no security.capability (cleared by set/removexattr, forget).
@@ -197,12 +197,18 @@ class FsOperations(TransportOffers, ExtendedOps, pyfuse3.Operations):
         return self._new_entry(parent, name)
 
     async def forget(self, inode_list: Any) -> None:
-        for ino, n in inode_list:
-            self.no_caps.discard(ino)
-            try:
-                self.inodes.forget(ino, n)
-            except OSError:
-                log.warning("forget(%d): closing its fd failed", ino)
+        if self.no_caps:
+            for ino, _ in inode_list:
+                self.no_caps.discard(ino)
+        fds = self.inodes.forget_many(inode_list)
+        # The bookkeeping is done: a big batch's fds close on a thread, and the trio
+        # thread (letting go of the handlers lock meanwhile) serves what waits behind it.
+        if len(fds) > 64:
+            failed = await trio.to_thread.run_sync(_hot.close_fds, fds)
+        else:
+            failed = _hot.close_fds(fds) if fds else 0
+        if failed:
+            log.warning("forget: closing %d of %d fds failed", failed, len(fds))
 
     @fuse_op("getattr")
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -258,8 +258,11 @@ cdef extern from "devfuse_core.h" nogil:
         const int *gate_may_wait
         int trio_busy
         int detached
+        fuse_forget_one *forgets
     int df_start(df_server *s, int nworkers)
     df_msg *df_take(df_server *s)
+    fuse_forget_one *df_forgets_take(df_server *s, size_t *n)
+    size_t df_forgets_pending(df_server *s)
     int df_reply(int fd, uint64_t unique, int err, const void *p, size_t n)
     void df_set_issued(df_server *s, uint64_t fh, int kind)
     int df_init_server(df_server *s)

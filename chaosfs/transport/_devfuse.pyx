@@ -101,6 +101,7 @@ assert _m.METHOD_ID["getattr"] == DF_M_GETATTR
 
 MAX_WRITE = 1 << 20           # 1 MiB requests: max_pages 256
 HEADROOM = 4096               # request headers beyond the payload
+FORGET_LINGER = 0.02          # s: longest a forget waits for the trio thread (df_forget)
 PROTO_MINOR = 40
 XATTR_CREATE, XATTR_REPLACE = 1, 2
 cdef size_t IN_HDR = sizeof(fuse_in_header)
@@ -269,6 +270,7 @@ cdef class DevFuseTransport:
         # it may yet look a GETATTR up (the process exit takes the table then).
         if self.s.detached == 0:
             df_attrs_free(&self.s.attrs)
+            free(self.s.forgets)
 
     # -- lifecycle (the daemon's calls) --
 
@@ -466,9 +468,15 @@ cdef class DevFuseTransport:
         cdef uint64_t tick
         async with trio.open_nursery() as nursery:
             while self.s.ended < self.s.nworkers:
-                await trio.lowlevel.wait_readable(self.s.efd)
-                read(self.s.efd, &tick, 8)
+                if df_forgets_pending(&self.s):
+                    # a few forgets wake no one (df_forget): look again soon in any case
+                    with trio.move_on_after(FORGET_LINGER):
+                        await trio.lowlevel.wait_readable(self.s.efd)
+                else:
+                    await trio.lowlevel.wait_readable(self.s.efd)
+                read(self.s.efd, &tick, 8)  # (EAGAIN after the timeout: nonblocking)
                 df_gate_tick(&self.s.gate)  # frees views retired while workers were busy
+                await self._forgets()
                 m = df_take(&self.s)
                 while m != NULL:
                     nxt = m.next
@@ -479,9 +487,6 @@ cdef class DevFuseTransport:
                         continue
                     r = _wrap(m, self)
                     m = nxt
-                    if r.h.opcode == FUSE_FORGET or r.h.opcode == FUSE_BATCH_FORGET:
-                        await self._forget(r)  # no reply; never blocks
-                        continue
                     if r.h.opcode == FUSE_INTERRUPT:
                         # Only a lock wait is ours to cut short (it answers EINTR); any
                         # other request is answered by its own reply soon enough.
@@ -609,6 +614,15 @@ cdef class DevFuseTransport:
         with nogil:
             df_attrs_drop(&self.s.attrs, ino)
 
+    def attrs_drop_many(self, inos):
+        # With the GIL held: each drop is a short write-locked probe, and a worker holds
+        # the read lock only around an fstat, never waiting for the GIL meanwhile.
+        cdef uint64_t ino
+        if self.s.efd < 0:
+            return
+        for ino in inos:
+            df_attrs_drop(&self.s.attrs, ino)
+
     def take_kill(self, ino) -> bool:
         n = self.kills.get(ino, 0)
         if not n:
@@ -707,21 +721,16 @@ cdef class DevFuseTransport:
     cdef int _reply_bytes(self, _Request r, bytes data):
         return df_msg_reply(r.m, 0, PyBytes_AS_STRING(data), len(data))
 
-    async def _forget(self, _Request r):
-        cdef fuse_batch_forget_in *b
-        cdef fuse_forget_one *one
-        cdef uint32_t i
-        if r.h.opcode == FUSE_FORGET:
-            if r.alen >= sizeof(fuse_forget_in):
-                await self.ops.forget([(r.h.nodeid, (<fuse_forget_in *>r.arg).nlookup)])
+    async def _forgets(self):
+        """The FORGETs the workers piled up (df_forget), in the order they came."""
+        cdef size_t n = 0, i
+        cdef fuse_forget_one *f = df_forgets_take(&self.s, &n)
+        if f == NULL:
             return
-        if r.alen < sizeof(fuse_batch_forget_in):
-            return
-        b = <fuse_batch_forget_in *>r.arg
-        one = <fuse_forget_one *>(r.arg + sizeof(fuse_batch_forget_in))
-        items = []
-        for i in range(min(b.count, (r.alen - sizeof(fuse_batch_forget_in)) // sizeof(fuse_forget_one))):
-            items.append((one[i].nodeid, one[i].nlookup))
+        try:
+            items = [(f[i].nodeid, f[i].nlookup) for i in range(n)]
+        finally:
+            free(f)
         await self.ops.forget(items)
 
     cdef int _take(self, df_msg *m) noexcept:

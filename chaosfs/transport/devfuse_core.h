@@ -104,6 +104,10 @@ struct df_server {
     int detached;                  /* workers df_join gave up on (still running) */
     int trio_busy;                 /* the trio thread runs tasks (not waiting for I/O): it is
                                     * awake anyway, so its queue costs no wake-up */
+    /* FORGETs, to the trio thread without a message each (df_forget) */
+    pthread_mutex_t flock;
+    struct fuse_forget_one *forgets;
+    size_t nforgets, forgets_cap;
     /* FUSE over io_uring (devfuse_uring.h): one queue per possible CPU, 0 when off */
     int nq;
     struct df_uq *uq;
@@ -436,6 +440,78 @@ static void df_push(struct df_server *s, struct df_msg *m)
     (void)!write(s->efd, &one, sizeof one);
 }
 
+/* Forgets that wake the trio thread; fewer wait until it wakes for anything else (or for
+ * the short timeout it sets while some wait: DevFuseTransport._main). */
+#define DF_FORGET_WAKE 512
+
+/* A FORGET or BATCH_FORGET: no reply, so no message and no wake-up for it. Its items join
+ * the pile the trio thread takes in one go: a drop_caches, or a run of unlinks, sends
+ * thousands, one at a time, while the trio thread has requests to serve. Holding them a
+ * little changes nothing the kernel sees: it already dropped the inodes, and a LOOKUP
+ * that meets such a node meanwhile only adds to its count. */
+static void df_forget(struct df_server *s, const struct df_in *r)
+{
+    struct fuse_forget_one one;
+    const struct fuse_forget_one *items;
+    size_t n;
+    if (r->h->opcode == FUSE_FORGET) {
+        if (r->alen < sizeof(struct fuse_forget_in))
+            return;
+        one.nodeid = r->h->nodeid;
+        one.nlookup = ((const struct fuse_forget_in *)r->arg)->nlookup;
+        items = &one;
+        n = 1;
+    }
+    else {
+        const struct fuse_batch_forget_in *b = (const struct fuse_batch_forget_in *)r->arg;
+        if (r->alen < sizeof *b)
+            return;
+        n = (r->alen - sizeof *b) / sizeof(struct fuse_forget_one);
+        if (b->count < n)
+            n = b->count;
+        items = (const struct fuse_forget_one *)((const char *)r->arg + sizeof *b);
+    }
+    pthread_mutex_lock(&s->flock);
+    if (s->nforgets + n > s->forgets_cap) {
+        size_t cap = s->forgets_cap ? s->forgets_cap * 2 : 1024;
+        while (cap < s->nforgets + n)
+            cap *= 2;
+        struct fuse_forget_one *p = realloc(s->forgets, cap * sizeof *p);
+        if (!p) {  /* out of memory: these inodes stay known, as if the forget were lost */
+            pthread_mutex_unlock(&s->flock);
+            return;
+        }
+        s->forgets = p;
+        s->forgets_cap = cap;
+    }
+    memcpy(s->forgets + s->nforgets, items, n * sizeof *items);
+    int wake = s->nforgets < DF_FORGET_WAKE && s->nforgets + n >= DF_FORGET_WAKE;
+    __atomic_store_n(&s->nforgets, s->nforgets + n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->flock);
+    if (wake) {
+        uint64_t one1 = 1;
+        (void)!write(s->efd, &one1, sizeof one1);
+    }
+}
+
+/* The forgets waiting, oldest first, and their number; the caller frees the array. */
+static struct fuse_forget_one *df_forgets_take(struct df_server *s, size_t *n)
+{
+    pthread_mutex_lock(&s->flock);
+    struct fuse_forget_one *f = s->forgets;
+    *n = s->nforgets;
+    s->forgets = NULL;
+    s->forgets_cap = 0;
+    __atomic_store_n(&s->nforgets, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->flock);
+    return f;
+}
+
+static inline size_t df_forgets_pending(struct df_server *s)
+{
+    return __atomic_load_n(&s->nforgets, __ATOMIC_RELAXED);
+}
+
 /* The queue's whole content, oldest first (the trio thread takes it in one go). */
 static struct df_msg *df_take(struct df_server *s)
 {
@@ -483,6 +559,10 @@ static void *df_worker(void *p)
         struct fuse_in_header *in = (struct fuse_in_header *)buf;
         struct df_in req = {.h = in, .arg = buf + sizeof *in, .alen = (size_t)n - sizeof *in,
                             .pay = NULL, .paylen = 0};
+        if (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET) {
+            df_forget(s, &req);
+            continue;
+        }
         df_kill_setid(s, &req);
         if (df_hot(s, a.index, &req, &o))
             continue;
@@ -517,6 +597,9 @@ static void *df_worker(void *p)
 static int df_init_server(struct df_server *s)
 {
     pthread_mutex_init(&s->qlock, NULL);
+    pthread_mutex_init(&s->flock, NULL);
+    s->forgets = NULL;
+    s->nforgets = s->forgets_cap = 0;
     df_locks_init(&s->locks);
     if (df_attrs_init(&s->attrs) < 0)
         return -1;

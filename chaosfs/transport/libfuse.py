@@ -93,3 +93,6 @@ class LibfuseTransport:
 
     def attrs_drop(self, ino: int) -> None:
         pass
+
+    def attrs_drop_many(self, inos: list[int]) -> None:
+        pass
