@@ -1388,6 +1388,19 @@ def test_forget_releases_backing_fds(pair: Pair):
     # and everything is still reachable afresh
     assert (pair.m / "sub" / "g0").read_bytes() == b"x"
     assert os.getxattr(pair.m / "f2", "user.k") == b"v"
+    # More forgets at once than wake the trio thread on their own (the transport piles them)
+    (pair.m / "many").mkdir()
+    for i in range(1500):
+        os.close(os.open(pair.m / "many" / f"n{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    assert _daemon_fds(d) > base + 1000
+    for _ in range(20):
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        time.sleep(0.1)
+        if _daemon_fds(d) <= base + 5:
+            break
+    assert _daemon_fds(d) <= base + 5, f"{_daemon_fds(d) - base} backing fds leaked"
+    assert len(os.listdir(pair.m / "many")) == 1500
 
 
 def test_non_utf8_and_odd_names(pair: Pair):
