@@ -1356,6 +1356,35 @@ def _daemon_fds(d: Daemon) -> int:
 
 
 @pytest.mark.parametrize("env", ["cython"], indirect=True)
+def test_unlinked_file_is_let_go_soon_with_nothing_else_going_on(pair: Pair):
+    """The kernel's FORGET after an unlink needs no reply and wakes no request: with no
+    other request after it, the daemon still lets go of the file (its space comes back)
+    within moments, not at the next request."""
+    d = pair.env.daemon
+    f = pair.m / "lone"
+    f.write_bytes(b"x" * (1 << 20))
+    f.stat()
+
+    def pins() -> list[str]:  # (reading /proc is no request to the mount)
+        found = []
+        for fd in os.listdir(f"/proc/{d.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{d.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.split("/")[-1].startswith("lone"):
+                found.append(target)
+        return found
+    time.sleep(0.6)  # the write's RELEASE and the like are done: nothing else will come
+    assert pins()  # the node's O_PATH pin while the kernel knows the file
+    os.unlink(f)
+    deadline = time.monotonic() + 2
+    while pins() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pins(), f"still held after the unlink: {pins()}"
+
+
+@pytest.mark.parametrize("env", ["cython"], indirect=True)
 def test_forget_releases_backing_fds(pair: Pair):
     """Lookup counts and forget are exact: once the kernel drops its inodes, the daemon holds
     no O_PATH handles for them (a leak here runs a long-lived sidecar out of fds)."""

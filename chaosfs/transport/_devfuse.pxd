@@ -223,7 +223,7 @@ cdef extern from "devfuse_attrs.h" nogil:
 cdef extern from "devfuse_core.h" nogil:
     enum:
         DF_MAX_WORKERS, DF_BUCKETS, DF_METHODS, DF_M_READ, DF_M_WRITE, DF_M_FSYNC, DF_M_FLUSH
-        DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW, DF_M_GETATTR
+        DF_M_GETLK, DF_M_SETLK, DF_M_SETLKW, DF_M_GETATTR, DF_FORGET_WAKE
     struct df_msg:
         df_msg *next
         int fd

@@ -467,17 +467,24 @@ cdef class DevFuseTransport:
         cdef _Request r
         cdef uint64_t tick
         async with trio.open_nursery() as nursery:
+            forgets_due = None  # when the pile of forgets begun is taken (df_forget)
             while self.s.ended < self.s.nworkers:
-                if df_forgets_pending(&self.s):
-                    # a few forgets wake no one (df_forget): look again soon in any case
-                    with trio.move_on_after(FORGET_LINGER):
+                if forgets_due is not None:
+                    with trio.move_on_at(forgets_due):
                         await trio.lowlevel.wait_readable(self.s.efd)
                 else:
                     await trio.lowlevel.wait_readable(self.s.efd)
                 read(self.s.efd, &tick, 8)  # (EAGAIN after the timeout: nonblocking)
                 df_gate_tick(&self.s.gate)  # frees views retired while workers were busy
-                await self._forgets()
                 m = df_take(&self.s)
+                pending = df_forgets_pending(&self.s)
+                if pending:
+                    # taken when awake anyway, when big, or once it has had time to grow
+                    if forgets_due is None:
+                        forgets_due = trio.current_time() + FORGET_LINGER
+                    if m != NULL or pending >= DF_FORGET_WAKE or trio.current_time() >= forgets_due:
+                        forgets_due = None
+                        await self._forgets()
                 while m != NULL:
                     nxt = m.next
                     if m.len == 0:  # a worker is gone: the session ended

@@ -440,8 +440,8 @@ static void df_push(struct df_server *s, struct df_msg *m)
     (void)!write(s->efd, &one, sizeof one);
 }
 
-/* Forgets that wake the trio thread; fewer wait until it wakes for anything else (or for
- * the short timeout it sets while some wait: DevFuseTransport._main). */
+/* A pile of forgets this big is taken at once; a smaller one when the trio thread wakes
+ * for anything else, or FORGET_LINGER after it began (DevFuseTransport._main). */
 #define DF_FORGET_WAKE 512
 
 /* A FORGET or BATCH_FORGET: no reply, so no message and no wake-up for it. Its items join
@@ -485,7 +485,9 @@ static void df_forget(struct df_server *s, const struct df_in *r)
         s->forgets_cap = cap;
     }
     memcpy(s->forgets + s->nforgets, items, n * sizeof *items);
-    int wake = s->nforgets < DF_FORGET_WAKE && s->nforgets + n >= DF_FORGET_WAKE;
+    /* the first of a pile (the trio thread then gives it FORGET_LINGER to grow), and
+     * the one that makes it big */
+    int wake = s->nforgets == 0 || (s->nforgets < DF_FORGET_WAKE && s->nforgets + n >= DF_FORGET_WAKE);
     __atomic_store_n(&s->nforgets, s->nforgets + n, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&s->flock);
     if (wake) {
